@@ -1,0 +1,217 @@
+//! The HTTP API (contract §3): state, authentication, the error shape, and the router.
+//! One file per resource, each exporting `router()`.
+
+pub mod error;
+pub mod ops;
+pub mod verifications;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+pub use error::ApiError;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::otp::Verifications;
+use crate::phone::PhonePolicy;
+use crate::purpose::Purpose;
+use crate::smpp::SmscStatus;
+use crate::store::AnyStore;
+
+/// What every handler may use: cheap handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clients: Arc<Clients>,
+    pub phones: Arc<PhonePolicy>,
+    pub verifications: Arc<Verifications>,
+    pub store: AnyStore,
+    pub smscs: Arc<Vec<Arc<SmscStatus>>>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub clock: Clock,
+}
+
+/// Configured API clients by the SHA-256 of their token.
+pub struct Clients {
+    by_hash: HashMap<[u8; 32], Arc<ClientInfo>>,
+}
+
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub name: String,
+    pub purposes: Vec<Purpose>,
+}
+
+impl Clients {
+    pub fn from_config(config: &Config) -> Clients {
+        let by_hash = config
+            .clients
+            .iter()
+            .filter_map(|c| {
+                let hash: [u8; 32] = hex::decode(&c.key_sha256).ok()?.try_into().ok()?;
+                Some((
+                    hash,
+                    Arc::new(ClientInfo {
+                        name: c.name.clone(),
+                        purposes: c.purposes.clone(),
+                    }),
+                ))
+            })
+            .collect();
+        Clients { by_hash }
+    }
+}
+
+/// The authenticated caller. As an extractor it answers 401 when the bearer token is missing
+/// or unknown, so a handler cannot forget authentication.
+#[derive(Debug, Clone)]
+pub struct Client(pub Arc<ClientInfo>);
+
+impl Client {
+    /// 403 unless the client was granted `purpose`.
+    pub fn require(&self, purpose: Purpose) -> Result<(), ApiError> {
+        if self.0.purposes.contains(&purpose) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        state
+            .clients
+            .by_hash
+            .get(&hash)
+            .cloned()
+            .map(Client)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// A JSON body with the contract's errors: 413 over `max_body_bytes`, 400 `invalid_request`
+/// naming the field for unknown fields, wrong types and missing fields.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::invalid(None, "could not read the request body")
+                }
+            })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            // serde names the offending field in the message for unknown and missing fields.
+            let field = if let Some(f) = backticked(&msg, "unknown field `") {
+                Some(if path == "." {
+                    f
+                } else {
+                    format!("{path}.{f}")
+                })
+            } else if let Some(f) = backticked(&msg, "missing field `") {
+                Some(if path == "." {
+                    f
+                } else {
+                    format!("{path}.{f}")
+                })
+            } else if path != "." {
+                Some(path)
+            } else {
+                None
+            };
+            let message = match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    "the body is not valid JSON".to_owned()
+                }
+                _ => strip_position(&msg),
+            };
+            ApiError::invalid(field.as_deref(), &message)
+        })?;
+        de.end()
+            .map_err(|_| ApiError::invalid(None, "trailing characters after the JSON body"))?;
+        Ok(Json(value))
+    }
+}
+
+fn backticked(msg: &str, after: &str) -> Option<String> {
+    let start = msg.find(after)? + after.len();
+    let end = msg[start..].find('`')?;
+    Some(msg[start..start + end].to_owned())
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Counts requests by route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("otpgate_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("otpgate_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    Router::new()
+        .merge(verifications::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound })
+        .route_layer(middleware::from_fn(track))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,240 @@
+//! otpgate: an SMS and one-time-code gateway daemon.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, parsed and validated once.
+//! - [`api`]: the HTTP API (axum): authentication, error shape, one file per resource.
+//! - [`otp`]: SMS one-time-code verifications; [`otp::codes`] derives codes with HMAC.
+//! - [`store`]: the storage trait with memory and Redis implementations.
+//! - [`sms`]: texts (templates, locales) and their GSM 03.38 / UCS-2 encoding and splitting.
+//! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
+//! - [`delivery`]: applies submit results and delivery receipts to stored messages.
+//! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
+//!
+//! [`run`] wires them together; `main.rs` only parses the command line.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod ids;
+pub mod otp;
+pub mod phone;
+pub mod purpose;
+pub mod smpp;
+pub mod sms;
+pub mod store;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, StoreBackend};
+use crate::smpp::session::{BindContext, run_bind};
+use crate::smpp::{SmscStatus, sim};
+use crate::store::AnyStore;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Size of the in-process SMS queue between the API and the SMPP sessions.
+const QUEUE_CAPACITY: usize = 100_000;
+
+/// The process-wide Prometheus recorder (one per process; every daemon in it shares it).
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ])
+                .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed (then ours just renders nothing).
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Options of a run that are not configuration: how tests and `main` differ.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    pub clock: Clock,
+    /// Called once the HTTP listener serves (systemd `READY=1`).
+    pub on_ready: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Runs the daemon on `listener` until `shutdown` resolves, then drains: stops accepting,
+/// finishes in-flight requests, gives queued SMS `server.shutdown_grace` to be submitted,
+/// unbinds every session.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: RunOptions,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let key = match config
+        .secret_key_bytes()
+        .map_err(|e| StartError::Config(e.to_string()))?
+    {
+        Some(k) => k,
+        None => {
+            tracing::warn!(
+                "no security.secret_key: using a random key for this process; codes do not survive a restart"
+            );
+            rand::random()
+        }
+    };
+    let codes = otp::codes::CodeDeriver::new(key);
+
+    let store = match config.store.backend {
+        StoreBackend::Memory => {
+            let m = Arc::new(store::memory::MemoryStore::new());
+            let sweeper = m.clone();
+            let clock = options.clock.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    sweeper.sweep(clock.now_ms());
+                }
+            });
+            AnyStore::Memory(m)
+        }
+        StoreBackend::Redis => AnyStore::Redis(
+            store::redis::RedisStore::connect(
+                &config.store.redis_url,
+                &config.store.redis_cluster,
+                &config.store.key_prefix,
+            )
+            .await?,
+        ),
+    };
+
+    let templates = sms::Templates::load(
+        &config.sms.service_name,
+        &config.sms.webotp_domain,
+        config.sms.templates_dir.as_deref(),
+    )
+    .map_err(|e| StartError::Io {
+        what: "sms.templates_dir".into(),
+        source: e,
+    })?;
+
+    let (queue_tx, queue_rx) = async_channel::bounded(QUEUE_CAPACITY);
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let smpp_stop = CancellationToken::new();
+    let mut smscs = Vec::new();
+    let mut bind_tasks = Vec::new();
+    let mut simulators = Vec::new();
+    for smsc in &config.smpp.smsc {
+        let address = if smsc.simulator {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| StartError::Io {
+                    what: format!("simulator for {}", smsc.name),
+                    source: e,
+                })?;
+            let h = sim::start(
+                l,
+                sim::SimConfig {
+                    print: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| StartError::Io {
+                what: format!("simulator for {}", smsc.name),
+                source: e,
+            })?;
+            tracing::info!(smsc = %smsc.name, address = %h.addr(), "built-in SMSC simulator started");
+            let a = h.addr().to_string();
+            simulators.push(h);
+            a
+        } else {
+            smsc.address.clone()
+        };
+        let status = SmscStatus::new(&smsc.name);
+        smscs.push(status.clone());
+        let ctx = BindContext {
+            config: Arc::new(smsc.clone()),
+            address,
+            status,
+            jobs: queue_rx.clone(),
+            events: events_tx.clone(),
+            shutdown: smpp_stop.clone(),
+            shutdown_grace: config.server.shutdown_grace,
+        };
+        for i in 0..smsc.binds {
+            bind_tasks.push(tokio::spawn(run_bind(ctx.clone(), i)));
+        }
+    }
+    drop(events_tx);
+    let delivery = tokio::spawn(delivery::run(store.clone(), events_rx));
+
+    let phones = phone::PhonePolicy::new(
+        &config.phone.default_region,
+        &config.phone.allowed_countries,
+    )
+    .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
+    let verifications = otp::Verifications {
+        store: store.clone(),
+        codes,
+        templates,
+        otp: config.otp.clone(),
+        default_locale: config.sms.default_locale,
+        queue: queue_tx,
+    };
+    let state = api::AppState {
+        config: config.clone(),
+        clients: Arc::new(api::Clients::from_config(&config)),
+        phones: Arc::new(phones),
+        verifications: Arc::new(verifications),
+        store: store.clone(),
+        smscs: Arc::new(smscs),
+        metrics: metrics_handle(),
+        clock: options.clock.clone(),
+    };
+    let app = api::router(state);
+    let addr = listener.local_addr().map_err(|e| StartError::Io {
+        what: "listener".into(),
+        source: e,
+    })?;
+    tracing::info!(%addr, store = ?config.store.backend, "listening");
+    if let Some(ready) = &options.on_ready {
+        ready();
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+    tracing::info!("HTTP stopped; draining SMS queue and unbinding");
+    smpp_stop.cancel();
+    for t in bind_tasks {
+        let _ = t.await;
+    }
+    let _ = delivery.await;
+    for s in simulators {
+        s.shutdown();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

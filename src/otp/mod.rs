@@ -1,0 +1,278 @@
+//! SMS one-time-code verifications (contract §3.1): create, resend, check, read.
+//!
+//! Domain rules live here; persistence and atomicity in [`crate::store`]; the SMS goes to the
+//! delivery queue ([`crate::smpp`]). Every function takes `now` from the caller.
+
+pub mod codes;
+
+use std::time::Duration;
+
+use crate::config::OtpConfig;
+use crate::ids;
+use crate::phone::Phone;
+use crate::purpose::Purpose;
+use crate::smpp::OutboundSms;
+use crate::sms::{self, Locale, Templates};
+use crate::store::{
+    self, AnyStore, CheckOutcome, DeliveryStatus, MessageRecord, MessageUpdate, ResendOutcome,
+    Status, Store, Verification,
+};
+use codes::{CodeDeriver, codes_equal};
+
+/// Why a verification call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Unknown, another client's, or canceled.
+    #[error("verification not found")]
+    NotFound,
+    #[error("verification expired")]
+    Expired,
+    /// Approved before: its code is spent.
+    #[error("verification already used")]
+    AlreadyUsed,
+    /// Locked by too many wrong codes (now or before).
+    #[error("too many wrong codes; verification locked")]
+    Locked,
+    #[error("wrong code")]
+    CodeIncorrect { attempts_remaining: u32 },
+    #[error("resend not yet allowed")]
+    ResendCooldown { retry_after_s: u64 },
+    #[error("no sends left")]
+    MaxSends { retry_after_s: u64 },
+    /// `login` without a phone, or with one the account has not registered.
+    #[error("phone not registered for this account")]
+    PhoneNotRegistered,
+    /// The SMS queue is full: delivery is not keeping up.
+    #[error("SMS queue full")]
+    QueueFull,
+}
+
+/// A request for a new verification, validated by the API layer.
+#[derive(Debug, Clone)]
+pub struct NewVerification {
+    pub purpose: Purpose,
+    pub account_id: Option<String>,
+    pub phone: Option<Phone>,
+    pub locale: Option<Locale>,
+}
+
+/// The verification service: cheap to share behind an `Arc`.
+pub struct Verifications {
+    pub store: AnyStore,
+    pub codes: CodeDeriver,
+    pub templates: Templates,
+    pub otp: OtpConfig,
+    pub default_locale: Locale,
+    pub queue: async_channel::Sender<OutboundSms>,
+}
+
+impl Verifications {
+    pub async fn create(
+        &self,
+        client: &str,
+        req: NewVerification,
+        now_ms: i64,
+    ) -> Result<Verification, Error> {
+        let phone = match (req.purpose, req.phone) {
+            (_, Some(p)) => p,
+            // Account phones come with the account-phone API; until one exists, a login
+            // without an explicit phone has no number to send to.
+            (Purpose::Login, None) => return Err(Error::PhoneNotRegistered),
+            (_, None) => return Err(Error::PhoneNotRegistered),
+        };
+        if self.queue.is_full() {
+            return Err(Error::QueueFull);
+        }
+        let policy = self.otp.policy(req.purpose);
+        let subject_key = match &req.account_id {
+            Some(a) => format!("a:{a}"),
+            None => format!("p:{}", phone.e164()),
+        };
+        let subject = self
+            .codes
+            .subject_hash(&[client, req.purpose.as_str(), &subject_key]);
+        let tag = ids::tag_of(&subject);
+        let id = ids::new_id("ver", &tag);
+        let message_id = ids::new_id("msg", &tag);
+        let ttl_ms = policy.ttl.as_millis() as i64;
+        let v = Verification {
+            id,
+            client: client.to_owned(),
+            purpose: req.purpose,
+            account_id: req.account_id,
+            phone,
+            locale: req.locale.unwrap_or(self.default_locale),
+            status: Status::Pending,
+            digits: policy.digits,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms + ttl_ms,
+            attempts_used: 0,
+            max_attempts: policy.max_attempts,
+            sends: 1,
+            max_sends: policy.max_sends,
+            last_sent_ms: now_ms,
+            cooldown_ms: policy.resend_cooldown.as_millis() as i64,
+            message_id: message_id.clone(),
+            subject: hex::encode(&subject[..16]),
+        };
+        let (sms, record) = self.compose(&v, &message_id, now_ms);
+        self.store.create_verification(&v, &record).await?;
+        self.enqueue(sms).await;
+        metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
+        Ok(v)
+    }
+
+    pub async fn resend(&self, client: &str, id: &str, now_ms: i64) -> Result<Verification, Error> {
+        let Some(current) = self.store.get_verification(client, id).await? else {
+            return Err(Error::NotFound);
+        };
+        if self.queue.is_full() {
+            return Err(Error::QueueFull);
+        }
+        let tag = ids::parse("ver", id).ok_or(Error::NotFound)?;
+        let message_id = ids::new_id("msg", tag);
+        let (sms, record) = self.compose(&current, &message_id, now_ms);
+        match self
+            .store
+            .resend_verification(client, id, now_ms, &record)
+            .await?
+        {
+            ResendOutcome::Sent(v) => {
+                self.enqueue(sms).await;
+                metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "resent").increment(1);
+                Ok(*v)
+            }
+            ResendOutcome::NotFound => Err(Error::NotFound),
+            ResendOutcome::Expired => Err(Error::Expired),
+            ResendOutcome::AlreadyUsed => Err(Error::AlreadyUsed),
+            ResendOutcome::Locked => Err(Error::Locked),
+            ResendOutcome::Cooldown { retry_after_ms } => Err(Error::ResendCooldown {
+                retry_after_s: ceil_secs(retry_after_ms),
+            }),
+            ResendOutcome::MaxSends => Err(Error::MaxSends {
+                retry_after_s: ceil_secs(current.expires_at_ms - now_ms),
+            }),
+        }
+    }
+
+    pub async fn check(
+        &self,
+        client: &str,
+        id: &str,
+        code: &str,
+        now_ms: i64,
+    ) -> Result<Verification, Error> {
+        // The code is derived from the id; the store only learns right or wrong. Loading the
+        // verification first gives its digit count and purpose; the decision itself is the
+        // store's atomic check.
+        let Some(v) = self.store.get_verification(client, id).await? else {
+            return Err(Error::NotFound);
+        };
+        let expected = self.codes.numeric("otp", &v.id, v.digits);
+        let given = code.trim();
+        let correct = codes_equal(&expected, given);
+        let outcome = self
+            .store
+            .check_verification(client, id, correct, now_ms)
+            .await?;
+        let label = match outcome {
+            CheckOutcome::Approved => "approved",
+            CheckOutcome::Wrong { .. } => "code_incorrect",
+            CheckOutcome::LockedNow => "locked",
+            CheckOutcome::Locked => "locked_retry",
+            CheckOutcome::Expired => "expired",
+            CheckOutcome::AlreadyUsed => "already_used",
+            CheckOutcome::NotFound => "not_found",
+        };
+        metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => label).increment(1);
+        match outcome {
+            CheckOutcome::Approved => Ok(Verification {
+                status: Status::Approved,
+                ..v
+            }),
+            CheckOutcome::Wrong { attempts_remaining } => {
+                Err(Error::CodeIncorrect { attempts_remaining })
+            }
+            CheckOutcome::LockedNow | CheckOutcome::Locked => Err(Error::Locked),
+            CheckOutcome::Expired => Err(Error::Expired),
+            CheckOutcome::AlreadyUsed => Err(Error::AlreadyUsed),
+            CheckOutcome::NotFound => Err(Error::NotFound),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        client: &str,
+        id: &str,
+    ) -> Result<(Verification, Option<MessageRecord>), Error> {
+        let v = self
+            .store
+            .get_verification(client, id)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let msg = self.store.get_message(&v.message_id).await?;
+        Ok((v, msg))
+    }
+
+    /// The SMS of a send of `v` and its message record.
+    fn compose(
+        &self,
+        v: &Verification,
+        message_id: &str,
+        now_ms: i64,
+    ) -> (OutboundSms, MessageRecord) {
+        let code = self.codes.numeric("otp", &v.id, v.digits);
+        let ttl_secs = ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64;
+        let text = self.templates.code_sms(v.locale, &code, ttl_secs);
+        let seg = sms::split(&text);
+        let record = MessageRecord {
+            id: message_id.to_owned(),
+            client: v.client.clone(),
+            owner: v.id.clone(),
+            status: DeliveryStatus::Queued,
+            encoding: seg.coding.as_str().to_owned(),
+            parts: seg.parts.len() as u32,
+            created_at_ms: now_ms,
+            submitted_at_ms: None,
+            delivered_at_ms: None,
+            error: None,
+        };
+        let sms = OutboundSms {
+            message_id: message_id.to_owned(),
+            destination: v.phone.clone(),
+            text,
+            expires_at_ms: v.expires_at_ms,
+        };
+        (sms, record)
+    }
+
+    async fn enqueue(&self, sms: OutboundSms) {
+        let id = sms.message_id.clone();
+        if self.queue.try_send(sms).is_err() {
+            tracing::error!(message_id = %id, "SMS queue full or closed; message failed");
+            let _ = self
+                .store
+                .update_message(
+                    &id,
+                    &MessageUpdate {
+                        status: DeliveryStatus::Failed,
+                        at_ms: crate::clock::system_now_ms(),
+                        error: Some("queue full".into()),
+                    },
+                )
+                .await;
+        }
+    }
+}
+
+fn ceil_secs(ms: i64) -> u64 {
+    (ms.max(0) as u64).div_ceil(1000).max(1)
+}
+
+/// Seconds of a duration, rounded up.
+pub fn secs_ceil(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000) as u64
+}

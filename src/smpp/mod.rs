@@ -1,0 +1,161 @@
+//! SMPP 3.4, ESME side: our session actor over the rusmpp codec, and the built-in SMSC simulator.
+//!
+//! - [`pdu`]: framing, the PDUs we build, receipts.
+//! - [`session`]: one bind — connect, bind_transceiver, window of submits, enquire_link,
+//!   receipts, reconnect with backoff, unbind on shutdown.
+//! - [`sim`]: the SMSC simulator (`otpgate smsc-sim`, `simulator = true`).
+
+pub mod addressing;
+pub mod pdu;
+pub mod session;
+pub mod sim;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::phone::Phone;
+
+/// An SMS accepted for delivery. The text may hold a code: it lives only in memory and on the
+/// wire to the SMSC, never in a log.
+#[derive(Clone)]
+pub struct OutboundSms {
+    /// Our id (`msg_…`).
+    pub message_id: String,
+    pub destination: Phone,
+    pub text: String,
+    /// Unix milliseconds after which the SMS must not be sent (the code's death).
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for OutboundSms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundSms")
+            .field("message_id", &self.message_id)
+            .field("destination", &self.destination)
+            .field("text_chars", &self.text.chars().count())
+            .finish()
+    }
+}
+
+/// What the sessions report about messages, consumed by the delivery tracker.
+#[derive(Debug, Clone)]
+pub enum DeliveryEvent {
+    /// Every part was accepted by an SMSC (`submit_sm_resp` OK).
+    Submitted {
+        message_id: String,
+        smsc: Arc<str>,
+        smsc_message_ids: Vec<String>,
+    },
+    /// Refused for good (permanent SMPP error), with the status.
+    Failed { message_id: String, error: String },
+    /// Its validity ended before an SMSC accepted it; it was not sent.
+    Expired { message_id: String },
+    /// A delivery receipt arrived.
+    Receipt {
+        smsc: Arc<str>,
+        smsc_message_id: String,
+        stat: String,
+    },
+}
+
+/// Live state of one SMSC, shared with `/readyz` and metrics.
+#[derive(Debug)]
+pub struct SmscStatus {
+    pub name: Arc<str>,
+    bound: AtomicUsize,
+}
+
+impl SmscStatus {
+    pub fn new(name: &str) -> Arc<SmscStatus> {
+        Arc::new(SmscStatus {
+            name: Arc::from(name),
+            bound: AtomicUsize::new(0),
+        })
+    }
+
+    /// Sessions currently bound.
+    pub fn bound_sessions(&self) -> usize {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.bound_sessions() > 0
+    }
+
+    pub(crate) fn session_up(&self) {
+        let n = self.bound.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("otpgate_smpp_binds_up", "smsc" => self.name.to_string()).set(n as f64);
+    }
+
+    pub(crate) fn session_down(&self) {
+        let n = self.bound.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!("otpgate_smpp_binds_up", "smsc" => self.name.to_string()).set(n as f64);
+    }
+}
+
+/// How an SMPP command_status is handled (SMPP 3.4 §5.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Ok,
+    /// The SMSC asks us to slow down: ESME_RTHROTTLED, ESME_RMSGQFUL.
+    Throttled,
+    /// Worth another try later, possibly elsewhere.
+    Temporary,
+    /// The message itself is refused: fail it.
+    Permanent,
+}
+
+pub fn classify_status(status: u32) -> StatusClass {
+    match status {
+        0x0000_0000 => StatusClass::Ok,
+        0x0000_0058 | 0x0000_0014 => StatusClass::Throttled,
+        // RINVBNDSTS, RALYBND, RSYSERR, RCANCELFAIL, RREPLACEFAIL, RSUBMITFAIL, RX_T_APPN,
+        // RDELIVERYFAILURE, RUNKNOWNERR
+        0x0000_0004 | 0x0000_0005 | 0x0000_0008 | 0x0000_0011 | 0x0000_0013 | 0x0000_0045
+        | 0x0000_0064 | 0x0000_00FE | 0x0000_00FF => StatusClass::Temporary,
+        _ => StatusClass::Permanent,
+    }
+}
+
+/// The SMPP error name of a status, for the message's `error` field.
+pub fn status_name(status: u32) -> String {
+    let name = match status {
+        0x01 => "ESME_RINVMSGLEN",
+        0x02 => "ESME_RINVCMDLEN",
+        0x03 => "ESME_RINVCMDID",
+        0x04 => "ESME_RINVBNDSTS",
+        0x05 => "ESME_RALYBND",
+        0x06 => "ESME_RINVPRTFLG",
+        0x07 => "ESME_RINVREGDLVFLG",
+        0x08 => "ESME_RSYSERR",
+        0x0A => "ESME_RINVSRCADR",
+        0x0B => "ESME_RINVDSTADR",
+        0x0C => "ESME_RINVMSGID",
+        0x0D => "ESME_RBINDFAIL",
+        0x0E => "ESME_RINVPASWD",
+        0x0F => "ESME_RINVSYSID",
+        0x14 => "ESME_RMSGQFUL",
+        0x15 => "ESME_RINVSERTYP",
+        0x45 => "ESME_RSUBMITFAIL",
+        0x48 => "ESME_RINVSRCTON",
+        0x49 => "ESME_RINVSRCNPI",
+        0x50 => "ESME_RINVDSTTON",
+        0x51 => "ESME_RINVDSTNPI",
+        0x58 => "ESME_RTHROTTLED",
+        0x61 => "ESME_RINVSCHED",
+        0x62 => "ESME_RINVEXPIRY",
+        0x63 => "ESME_RINVDFTMSGID",
+        0x64 => "ESME_RX_T_APPN",
+        0x65 => "ESME_RX_P_APPN",
+        0x66 => "ESME_RX_R_APPN",
+        0xC0 => "ESME_RINVOPTPARSTREAM",
+        0xC1 => "ESME_ROPTPARNOTALLWD",
+        0xC2 => "ESME_RINVPARLEN",
+        0xC3 => "ESME_RMISSINGOPTPARAM",
+        0xC4 => "ESME_RINVOPTPARAMVAL",
+        0xFE => "ESME_RDELIVERYFAILURE",
+        0xFF => "ESME_RUNKNOWNERR",
+        _ => return format!("SMPP status {status:#010x}"),
+    };
+    format!("{name} ({status:#010x})")
+}

@@ -1,0 +1,525 @@
+//! The built-in SMSC simulator: a real SMPP 3.4 server on the same codec.
+//!
+//! It accepts binds (any credentials unless some are set), answers every submit_sm with a
+//! unique message id, reassembles concatenated messages (UDH, SAR TLVs, message_payload),
+//! decodes their text, reports each message (to stdout as one JSON line, and to in-process
+//! subscribers), and sends a delivery receipt per part when one was requested. Tests drive
+//! faults through [`SimHandle`]: raw bytes to the ESMEs, error statuses, dropped connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use rusmpp::pdus::{BindTransceiverResp, SubmitSmResp};
+use rusmpp::tlvs::TlvValue;
+use rusmpp::types::COctetString;
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::pdu::{self, Frame};
+use crate::sms::encoding;
+
+/// Simulator settings.
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    /// When set, binds must use this system_id (else ESME_RINVSYSID).
+    pub system_id: Option<String>,
+    /// When set, binds must use this password (else ESME_RINVPASWD).
+    pub password: Option<String>,
+    /// Print each message as a JSON line on stdout.
+    pub print: bool,
+}
+
+/// A message as the simulator received it, reassembled and decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    pub source_addr: String,
+    pub source_addr_ton: u8,
+    pub source_addr_npi: u8,
+    pub destination_addr: String,
+    pub dest_addr_ton: u8,
+    pub dest_addr_npi: u8,
+    pub data_coding: u8,
+    pub esm_class: u8,
+    pub registered_delivery: u8,
+    pub validity_period: String,
+    /// How it came: `single`, `udh`, `sar` or `payload`.
+    pub concatenation: &'static str,
+    pub parts: usize,
+    /// The decoded text, or `None` when it did not decode.
+    pub text: Option<String>,
+    /// The message ids given to its parts, in part order.
+    pub message_ids: Vec<String>,
+}
+
+/// Handle to a running simulator.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    addr: SocketAddr,
+    config: SimConfig,
+    next_id: AtomicU64,
+    received: Mutex<Vec<Received>>,
+    events: broadcast::Sender<Received>,
+    conns: Mutex<HashMap<u64, mpsc::Sender<BytesMut>>>,
+    next_conn: AtomicU64,
+    /// Status to answer submit_sm with, instead of OK (0 = OK).
+    submit_status: AtomicU32,
+    generic_nacks: AtomicU64,
+    binds: AtomicU64,
+    submits: AtomicU64,
+    stop: CancellationToken,
+    kill_conns: Mutex<CancellationToken>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner
+            .received
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Messages received from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.inner.events.subscribe()
+    }
+
+    /// generic_nack PDUs received from ESMEs.
+    pub fn generic_nacks_received(&self) -> u64 {
+        self.inner.generic_nacks.load(Ordering::Relaxed)
+    }
+
+    /// Successful binds since start.
+    pub fn binds(&self) -> u64 {
+        self.inner.binds.load(Ordering::Relaxed)
+    }
+
+    /// submit_sm PDUs received.
+    pub fn submits(&self) -> u64 {
+        self.inner.submits.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Answer every submit_sm with this status from now on (0 = OK).
+    pub fn set_submit_status(&self, status: u32) {
+        self.inner.submit_status.store(status, Ordering::Relaxed);
+    }
+
+    /// Writes raw bytes to every connected ESME (to send malformed PDUs).
+    pub async fn inject_raw(&self, bytes: &[u8]) {
+        let conns: Vec<_> = self
+            .inner
+            .conns
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for c in conns {
+            let _ = c.send(BytesMut::from(bytes)).await;
+        }
+    }
+
+    /// Drops every open connection (the listener stays).
+    pub fn drop_connections(&self) {
+        if let Ok(mut t) = self.inner.kill_conns.lock() {
+            t.cancel();
+            *t = CancellationToken::new();
+        }
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.drop_connections();
+    }
+}
+
+/// Starts a simulator on `listener`.
+pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let (events, _) = broadcast::channel(65536);
+    let inner = Arc::new(Shared {
+        addr,
+        config,
+        next_id: AtomicU64::new(1),
+        received: Mutex::new(Vec::new()),
+        events,
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
+        submit_status: AtomicU32::new(0),
+        generic_nacks: AtomicU64::new(0),
+        binds: AtomicU64::new(0),
+        submits: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+        kill_conns: Mutex::new(CancellationToken::new()),
+    });
+    let shared = inner.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let kill = shared.kill_conns.lock().map(|t| t.clone()).unwrap_or_default();
+                        tokio::spawn(serve_conn(shared.clone(), stream, kill));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "smsc-sim: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shared.stop.cancelled() => break,
+            }
+        }
+    });
+    Ok(SimHandle { inner })
+}
+
+/// Parts of a concatenated message collected so far.
+struct Assembly {
+    parts: Vec<Option<Vec<u8>>>,
+    ids: Vec<String>,
+    first: Received,
+}
+
+async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut write_half) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<BytesMut>(4096);
+    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut c) = shared.conns.lock() {
+        c.insert(conn_id, tx.clone());
+    }
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        while let Some(first) = rx.recv().await {
+            out.unsplit(first);
+            while let Ok(more) = rx.try_recv() {
+                out.extend_from_slice(&more);
+                if out.len() > 256 * 1024 {
+                    break;
+                }
+            }
+            if write_half.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+    });
+
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut bound = false;
+    let mut seq: u32 = 1;
+    let mut assemblies: HashMap<(String, u16, u8), Assembly> = HashMap::new();
+    'conn: loop {
+        tokio::select! {
+            n = reader.read_buf(&mut buf) => match n {
+                Ok(0) | Err(_) => break 'conn,
+                Ok(_) => {}
+            },
+            _ = kill.cancelled() => break 'conn,
+        }
+        let mut out = BytesMut::new();
+        loop {
+            let frame = match pdu::next_frame(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => break 'conn,
+            };
+            let cmd = match frame {
+                Frame::Command(c) => c,
+                Frame::Undecodable {
+                    command_id,
+                    sequence_number,
+                } => {
+                    if !pdu::is_response(command_id) {
+                        pdu::encode_into(&pdu::generic_nack(0x02, sequence_number), &mut out);
+                    }
+                    continue;
+                }
+            };
+            let s = cmd.sequence_number();
+            match cmd.pdu() {
+                Some(Pdu::BindTransceiver(_)) | Some(Pdu::BindTransmitter(_)) => {
+                    let (system_id, password) = match cmd.pdu() {
+                        Some(Pdu::BindTransceiver(b)) => {
+                            (b.system_id.as_str(), b.password.as_str())
+                        }
+                        Some(Pdu::BindTransmitter(b)) => {
+                            (b.system_id.as_str(), b.password.as_str())
+                        }
+                        _ => ("", ""),
+                    };
+                    let c = &shared.config;
+                    let status = if c.system_id.as_deref().is_some_and(|id| id != system_id) {
+                        0x0F
+                    } else if c.password.as_deref().is_some_and(|p| p != password) {
+                        0x0E
+                    } else {
+                        0
+                    };
+                    bound = status == 0;
+                    if bound {
+                        shared.binds.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let resp = BindTransceiverResp::builder()
+                        .system_id(COctetString::from_str_checked("otpgate-sim"))
+                        .build();
+                    let pdu = if cmd.id() == CommandId::BindTransceiver {
+                        Pdu::BindTransceiverResp(resp)
+                    } else {
+                        Pdu::BindTransmitterResp(
+                            rusmpp::pdus::BindTransmitterResp::builder()
+                                .system_id(COctetString::from_str_checked("otpgate-sim"))
+                                .build(),
+                        )
+                    };
+                    pdu::encode_into(&Command::new(CommandStatus::from(status), s, pdu), &mut out);
+                }
+                Some(Pdu::SubmitSm(sm)) => {
+                    shared.submits.fetch_add(1, Ordering::Relaxed);
+                    let forced = shared.submit_status.load(Ordering::Relaxed);
+                    if !bound {
+                        pdu::encode_into(
+                            &Command::new(
+                                CommandStatus::from(0x04),
+                                s,
+                                Pdu::SubmitSmResp(SubmitSmResp::default()),
+                            ),
+                            &mut out,
+                        );
+                        continue;
+                    }
+                    if forced != 0 {
+                        pdu::encode_into(
+                            &Command::new(
+                                CommandStatus::from(forced),
+                                s,
+                                Pdu::SubmitSmResp(SubmitSmResp::default()),
+                            ),
+                            &mut out,
+                        );
+                        continue;
+                    }
+                    let id = format!("{:X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
+                    let resp = SubmitSmResp::builder()
+                        .message_id(COctetString::from_str_checked(&id))
+                        .build();
+                    pdu::encode_into(
+                        &Command::new(CommandStatus::EsmeRok, s, Pdu::SubmitSmResp(resp)),
+                        &mut out,
+                    );
+                    let registered = u8::from(sm.registered_delivery);
+                    let from = sm.source_addr.as_str().to_owned();
+                    let to = sm.destination_addr.as_str().to_owned();
+                    if let Some(msg) = take_part(&mut assemblies, sm, id.clone()) {
+                        publish(&shared, msg);
+                    }
+                    if registered & 0x03 != 0 {
+                        let date = sim_date();
+                        let dsm = pdu::receipt_deliver_sm(&id, "DELIVRD", &from, &to, &date, &date);
+                        pdu::encode_into(
+                            &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(dsm)),
+                            &mut out,
+                        );
+                        seq = if seq >= 0x7FFF_FFFF { 1 } else { seq + 1 };
+                    }
+                }
+                Some(Pdu::EnquireLink) => {
+                    pdu::encode_into(
+                        &Command::new(CommandStatus::EsmeRok, s, Pdu::EnquireLinkResp),
+                        &mut out,
+                    );
+                }
+                Some(Pdu::Unbind) => {
+                    pdu::encode_into(
+                        &Command::new(CommandStatus::EsmeRok, s, Pdu::UnbindResp),
+                        &mut out,
+                    );
+                    let _ = tx.send(out.split()).await;
+                    break 'conn;
+                }
+                Some(Pdu::GenericNack) => {
+                    shared.generic_nacks.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    let id = u32::from(cmd.id());
+                    if !pdu::is_response(id) {
+                        pdu::encode_into(&pdu::generic_nack(0x03, s), &mut out);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() && tx.send(out).await.is_err() {
+            break;
+        }
+    }
+    if let Ok(mut c) = shared.conns.lock() {
+        c.remove(&conn_id);
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+trait CheckedCOctet {
+    fn from_str_checked(s: &str) -> Self;
+}
+
+impl<const MIN: usize, const MAX: usize> CheckedCOctet for COctetString<MIN, MAX> {
+    fn from_str_checked(s: &str) -> Self {
+        <COctetString<MIN, MAX> as std::str::FromStr>::from_str(s)
+            .unwrap_or_else(|_| COctetString::empty())
+    }
+}
+
+fn sim_date() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}",
+        now.year() % 100,
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute()
+    )
+}
+
+fn publish(shared: &Shared, msg: Received) {
+    if shared.config.print
+        && let Ok(line) =
+            serde_json::to_string(&serde_json::json!({"smsc_sim": "message", "message": &msg}))
+    {
+        println!("{line}");
+    }
+    if let Ok(mut r) = shared.received.lock() {
+        r.push(msg.clone());
+    }
+    let _ = shared.events.send(msg);
+}
+
+/// Adds one submit_sm to its message; returns the message when it is complete.
+fn take_part(
+    assemblies: &mut HashMap<(String, u16, u8), Assembly>,
+    sm: &rusmpp::pdus::SubmitSm,
+    id: String,
+) -> Option<Received> {
+    let esm = u8::from(sm.esm_class);
+    let dc = u8::from(sm.data_coding);
+    let body = sm.short_message().as_ref();
+    let mut sar = (None, None, None);
+    let mut payload = None;
+    for tlv in sm.tlvs() {
+        match tlv.value() {
+            Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
+            Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
+            Some(TlvValue::SarSegmentSeqnum(n)) => sar.2 = Some(*n),
+            Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref().to_vec()),
+            _ => {}
+        }
+    }
+    let mut base = Received {
+        source_addr: sm.source_addr.as_str().to_owned(),
+        source_addr_ton: u8::from(sm.source_addr_ton),
+        source_addr_npi: u8::from(sm.source_addr_npi),
+        destination_addr: sm.destination_addr.as_str().to_owned(),
+        dest_addr_ton: u8::from(sm.dest_addr_ton),
+        dest_addr_npi: u8::from(sm.dest_addr_npi),
+        data_coding: dc,
+        esm_class: esm,
+        registered_delivery: u8::from(sm.registered_delivery),
+        validity_period: String::from_utf8_lossy(sm.validity_period.as_ref())
+            .trim_end_matches('\0')
+            .to_owned(),
+        concatenation: "single",
+        parts: 1,
+        text: None,
+        message_ids: vec![id.clone()],
+    };
+    // Where this part sits: (reference, total, index, bytes).
+    let located: Option<(u16, u8, u8, Vec<u8>)> = if let Some(p) = payload {
+        base.concatenation = "payload";
+        base.text = encoding::decode(dc, &p).ok();
+        return Some(base);
+    } else if esm & 0x40 != 0 {
+        parse_udh(body).map(|(r, t, i, hdr_len)| (r, t, i, body[hdr_len..].to_vec()))
+    } else if let (Some(r), Some(t), Some(i)) = sar {
+        Some((r, t, i, body.to_vec()))
+    } else {
+        None
+    };
+    let Some((reference, total, index, bytes)) = located else {
+        base.text = encoding::decode(dc, body).ok();
+        return Some(base);
+    };
+    base.concatenation = if esm & 0x40 != 0 { "udh" } else { "sar" };
+    if total <= 1 {
+        base.text = encoding::decode(dc, &bytes).ok();
+        return Some(base);
+    }
+    let key = (base.destination_addr.clone(), reference, total);
+    let a = assemblies.entry(key.clone()).or_insert_with(|| Assembly {
+        parts: vec![None; total as usize],
+        ids: vec![String::new(); total as usize],
+        first: base.clone(),
+    });
+    let i = (index as usize).saturating_sub(1);
+    if i < a.parts.len() {
+        a.parts[i] = Some(bytes);
+        a.ids[i] = id;
+    }
+    if a.parts.iter().all(Option::is_some) {
+        let a = assemblies.remove(&key)?;
+        let whole: Vec<u8> = a.parts.into_iter().flatten().flatten().collect();
+        let mut msg = a.first;
+        msg.parts = total as usize;
+        msg.text = encoding::decode(dc, &whole).ok();
+        msg.message_ids = a.ids;
+        return Some(msg);
+    }
+    None
+}
+
+/// Reads a concatenation IE from a UDH: (reference, total, index, header length).
+fn parse_udh(body: &[u8]) -> Option<(u16, u8, u8, usize)> {
+    let udhl = *body.first()? as usize;
+    let hdr = body.get(1..1 + udhl)?;
+    let mut i = 0;
+    while i + 2 <= hdr.len() {
+        let (iei, len) = (hdr[i], hdr[i + 1] as usize);
+        let data = hdr.get(i + 2..i + 2 + len)?;
+        match (iei, len) {
+            (0x00, 3) => return Some((data[0] as u16, data[1], data[2], 1 + udhl)),
+            (0x08, 4) => {
+                return Some((
+                    u16::from_be_bytes([data[0], data[1]]),
+                    data[2],
+                    data[3],
+                    1 + udhl,
+                ));
+            }
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    None
+}

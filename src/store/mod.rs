@@ -1,0 +1,317 @@
+//! Storage of verifications and SMS messages behind one trait, [`Store`], with two
+//! implementations: [`memory::MemoryStore`] (embedded, one process) and
+//! [`redis::RedisStore`] (shared by every instance). Both pass the same test suite.
+//!
+//! Every state change of a verification is one atomic store operation that also decides the
+//! outcome (a Lua script in Redis, a locked map entry in memory), so concurrent checks of the
+//! right code approve exactly once. The store never sees a code: the caller compares codes
+//! and tells the store only whether the one given was right.
+
+pub mod memory;
+pub mod redis;
+
+use serde::{Deserialize, Serialize};
+
+use crate::phone::Phone;
+use crate::purpose::Purpose;
+use crate::sms::Locale;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend did not answer or refused the command (Redis down, timeout).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data could not be read back (a bug or a foreign writer).
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Verification status as stored (`expired` is derived from `expires_at_ms` when read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Expired,
+    Locked,
+    Canceled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Expired => "expired",
+            Status::Locked => "locked",
+            Status::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Approved,
+            Status::Expired,
+            Status::Locked,
+            Status::Canceled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// One SMS-code verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub id: String,
+    pub client: String,
+    pub purpose: Purpose,
+    pub account_id: Option<String>,
+    pub phone: Phone,
+    pub locale: Locale,
+    pub status: Status,
+    pub digits: u8,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub attempts_used: u32,
+    pub max_attempts: u32,
+    pub sends: u32,
+    pub max_sends: u32,
+    pub last_sent_ms: i64,
+    pub cooldown_ms: i64,
+    /// The SMS of the latest send.
+    pub message_id: String,
+    /// Hash of the (client, purpose, account or phone) it was created for: at most one pending
+    /// verification per subject.
+    pub subject: String,
+}
+
+impl Verification {
+    /// The status as of `now` (a pending verification past its expiry is `expired`).
+    pub fn status_at(&self, now_ms: i64) -> Status {
+        if self.status == Status::Pending && now_ms >= self.expires_at_ms {
+            Status::Expired
+        } else {
+            self.status
+        }
+    }
+}
+
+/// Delivery status of an SMS (contract §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Queued,
+    Submitted,
+    Delivered,
+    Undeliverable,
+    Expired,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Submitted => "submitted",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Undeliverable => "undeliverable",
+            DeliveryStatus::Expired => "expired",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Queued,
+            DeliveryStatus::Submitted,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Undeliverable,
+            DeliveryStatus::Expired,
+            DeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    /// Whether no later event can change it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Submitted)
+    }
+}
+
+/// One SMS message and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: String,
+    pub client: String,
+    /// The verification (or other object) that sent it; empty for a notification.
+    pub owner: String,
+    pub status: DeliveryStatus,
+    pub encoding: String,
+    pub parts: u32,
+    pub created_at_ms: i64,
+    pub submitted_at_ms: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A change of a message's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageUpdate {
+    pub status: DeliveryStatus,
+    pub at_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What a check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Unknown, another client's, or canceled.
+    NotFound,
+    Expired,
+    AlreadyUsed,
+    /// Locked before this check.
+    Locked,
+    /// The right code: approved now.
+    Approved,
+    /// A wrong code; attempts left.
+    Wrong {
+        attempts_remaining: u32,
+    },
+    /// A wrong code that used the last attempt: locked now.
+    LockedNow,
+}
+
+/// What a resend did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResendOutcome {
+    NotFound,
+    Expired,
+    AlreadyUsed,
+    Locked,
+    /// Too early; may retry after this many milliseconds.
+    Cooldown {
+        retry_after_ms: i64,
+    },
+    /// Every send is used up.
+    MaxSends,
+    /// Recorded; the verification as it is now.
+    Sent(Box<Verification>),
+}
+
+/// How long objects are kept after they expire, so that late calls get 410, not 404.
+pub const RETENTION_AFTER_EXPIRY_MS: i64 = 24 * 3600 * 1000;
+
+/// The storage operations of the daemon.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new verification and its first SMS; cancels the pending verification of the
+    /// same subject, if any.
+    fn create_verification(
+        &self,
+        v: &Verification,
+        msg: &MessageRecord,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The verification, if it exists and belongs to `client`.
+    fn get_verification(
+        &self,
+        client: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Verification>, Error>> + Send;
+
+    /// Applies one code check atomically.
+    fn check_verification(
+        &self,
+        client: &str,
+        id: &str,
+        correct: bool,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<CheckOutcome, Error>> + Send;
+
+    /// Records a resend atomically, if allowed now, with its new SMS.
+    fn resend_verification(
+        &self,
+        client: &str,
+        id: &str,
+        now_ms: i64,
+        msg: &MessageRecord,
+    ) -> impl Future<Output = Result<ResendOutcome, Error>> + Send;
+
+    fn get_message(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, Error>> + Send;
+
+    /// Moves a message to a new status; a final status is never changed again.
+    fn update_message(
+        &self,
+        id: &str,
+        update: &MessageUpdate,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether the backend answers.
+    fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The configured store: one of the two implementations.
+#[derive(Clone)]
+pub enum AnyStore {
+    Memory(std::sync::Arc<memory::MemoryStore>),
+    Redis(redis::RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $e,
+            AnyStore::Redis($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_verification(
+        &self,
+        v: &Verification,
+        msg: &MessageRecord,
+    ) -> Result<(), Error> {
+        dispatch!(self, s => s.create_verification(v, msg).await)
+    }
+    async fn get_verification(
+        &self,
+        client: &str,
+        id: &str,
+    ) -> Result<Option<Verification>, Error> {
+        dispatch!(self, s => s.get_verification(client, id).await)
+    }
+    async fn check_verification(
+        &self,
+        client: &str,
+        id: &str,
+        correct: bool,
+        now_ms: i64,
+    ) -> Result<CheckOutcome, Error> {
+        dispatch!(self, s => s.check_verification(client, id, correct, now_ms).await)
+    }
+    async fn resend_verification(
+        &self,
+        client: &str,
+        id: &str,
+        now_ms: i64,
+        msg: &MessageRecord,
+    ) -> Result<ResendOutcome, Error> {
+        dispatch!(self, s => s.resend_verification(client, id, now_ms, msg).await)
+    }
+    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
+        dispatch!(self, s => s.get_message(id).await)
+    }
+    async fn update_message(&self, id: &str, update: &MessageUpdate) -> Result<(), Error> {
+        dispatch!(self, s => s.update_message(id, update).await)
+    }
+    async fn ping(&self) -> Result<(), Error> {
+        dispatch!(self, s => s.ping().await)
+    }
+}
