@@ -141,14 +141,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let msg = inner.to_string();
-            // serde names the offending field in the message for unknown and missing fields.
-            let field = if let Some(f) = backticked(&msg, "unknown field `") {
-                Some(if path == "." {
-                    f
-                } else {
-                    format!("{path}.{f}")
-                })
-            } else if let Some(f) = backticked(&msg, "missing field `") {
+            // serde_path_to_error's path already ends with an unknown field; a missing field
+            // is named only in the message, under its parent's path.
+            let field = if let Some(f) = backticked(&msg, "missing field `") {
                 Some(if path == "." {
                     f
                 } else {

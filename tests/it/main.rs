@@ -1,0 +1,6 @@
+//! Integration tests: one test binary, shared helpers in `util`. Everything talks to real
+//! parts: the daemon over HTTP, the SMSC simulator over SMPP/TCP, Redis over its protocol.
+
+mod util;
+
+mod verifications;

@@ -1,0 +1,300 @@
+//! Shared test helpers: a real daemon in-process on port 0, a real SMSC simulator on port 0,
+//! a real HTTP client, and a real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`) with a
+//! key prefix per test. Redis-backed tests fail when Redis does not answer; they never skip.
+
+use std::time::Duration;
+
+use otpgate::clock::Clock;
+use otpgate::config::Config;
+use otpgate::smpp::sim::{self, Received, SimConfig, SimHandle};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const TOKEN_A: &str = "test-token-client-a";
+pub const TOKEN_B: &str = "test-token-client-b";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Fails the test loudly when Redis is not there.
+pub async fn require_redis() {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("REDIS_URL is a redis:// URL");
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "Redis at {url} did not answer in 3 s: start it or set REDIS_URL (scripts/test does)"
+        )
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "Redis at {url} is not reachable ({e}): start it or set REDIS_URL (scripts/test does)"
+        )
+    });
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("Redis PING");
+    assert_eq!(pong, "PONG");
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+pub async fn start_sim() -> SimHandle {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+    sim::start(l, SimConfig::default()).expect("start sim")
+}
+
+/// The TOML of a test daemon talking to the simulator at `smsc_addr`.
+pub fn config_toml(backend: Backend, smsc_addr: &str, extra_smsc: &str) -> String {
+    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let store = match backend {
+        Backend::Memory => "backend = \"memory\"".to_string(),
+        Backend::Redis => format!(
+            "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"",
+            redis_url()
+        ),
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 2048
+shutdown_grace = "2s"
+
+[security]
+secret_key = "{key}"
+
+[store]
+{store}
+
+[[clients]]
+name = "client-a"
+key_sha256 = "{a}"
+purposes = ["registration", "login", "password_reset", "transaction", "notification"]
+
+[[clients]]
+name = "client-b"
+key_sha256 = "{b}"
+purposes = ["transaction"]
+
+[phone]
+default_region = "MO"
+allowed_countries = ["MO", "HK", "VN", "CN", "PT"]
+
+[otp]
+ttl = "5m"
+max_attempts = 5
+max_sends = 3
+resend_cooldown = "60s"
+
+[[smpp.smsc]]
+name = "sim"
+address = "{smsc_addr}"
+window = 64
+enquire_link_interval = "30s"
+response_timeout = "2s"
+{extra_smsc}
+"#,
+        key = hex::encode([42u8; 32]),
+        a = sha256_hex(TOKEN_A),
+        b = sha256_hex(TOKEN_B),
+    )
+}
+
+pub struct TestDaemon {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sim: SimHandle,
+    pub clock: Clock,
+    #[allow(dead_code)]
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub async fn start(backend: Backend) -> TestDaemon {
+        Self::start_with(backend, start_sim().await, "", |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        sim: SimHandle,
+        extra_smsc: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestDaemon {
+        if backend == Backend::Redis {
+            require_redis().await;
+        }
+        let toml = config_toml(backend, &sim.addr().to_string(), extra_smsc);
+        let mut config =
+            Config::from_toml(&toml, std::path::Path::new("test.toml")).expect("test config");
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let clock = Clock::system();
+        let (tx, rx) = oneshot::channel::<()>();
+        let options = otpgate::RunOptions {
+            clock: clock.clone(),
+            on_ready: None,
+        };
+        let cfg = config.clone();
+        let task = tokio::spawn(async move {
+            otpgate::run(
+                cfg,
+                listener,
+                async {
+                    let _ = rx.await;
+                },
+                options,
+            )
+            .await
+            .expect("daemon run");
+        });
+        let d = TestDaemon {
+            base,
+            http: reqwest::Client::new(),
+            sim,
+            clock,
+            config,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        d.wait_ready().await;
+        d
+    }
+
+    /// Waits until `/readyz` is 200 (store up, SMSC bound).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("daemon not ready within 5 s");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("daemon stops within 10 s")
+                .expect("daemon task");
+        }
+    }
+
+    pub async fn post(
+        &self,
+        token: &str,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body, headers)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a verification and returns (id, code as received by the SMSC, the SMS).
+    pub async fn create_and_receive(&self, body: Value) -> (String, String, Received) {
+        let mut rx = self.sim.subscribe();
+        let (status, v, _) = self.post(TOKEN_A, "/v1/verifications", body).await;
+        assert_eq!(status, 201, "create: {v}");
+        let id = v["id"].as_str().expect("id").to_owned();
+        let msg = next_message(&mut rx).await;
+        let code = extract_code(msg.text.as_deref().expect("decoded text"));
+        (id, code, msg)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The next message the simulator receives (5 s at most).
+pub async fn next_message(rx: &mut tokio::sync::broadcast::Receiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an SMS within 5 s")
+        .expect("simulator channel")
+}
+
+/// The first run of 6 digits in a text.
+pub fn extract_code(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut run = String::new();
+    for c in chars {
+        if c.is_ascii_digit() {
+            run.push(c);
+            if run.len() == 6 {
+                return run;
+            }
+        } else {
+            run.clear();
+        }
+    }
+    panic!("no 6-digit code in {text:?}");
+}
+
+/// Declares an async test once per store backend.
+#[macro_export]
+macro_rules! both_stores {
+    ($(async fn $name:ident($b:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                use super::*;
+                async fn run($b: Backend) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() { run(Backend::Memory).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() { run(Backend::Redis).await }
+            }
+        )*
+    };
+}
