@@ -4,3 +4,5 @@
 mod util;
 
 mod verifications;
+mod smpp;
+mod daemon;
