@@ -579,10 +579,11 @@ impl Config {
                 "required with store.backend = \"redis\" (every instance must share the key)",
             );
         }
-        if self.store.backend == StoreBackend::Redis && self.store.redis_cluster.is_empty() {
-            if redis::parse_redis_url(&self.store.redis_url).is_none() {
-                bad("store.redis_url".into(), "not a redis:// URL");
-            }
+        if self.store.backend == StoreBackend::Redis
+            && self.store.redis_cluster.is_empty()
+            && redis::parse_redis_url(&self.store.redis_url).is_none()
+        {
+            bad("store.redis_url".into(), "not a redis:// URL");
         }
         for (i, u) in self.store.redis_cluster.iter().enumerate() {
             if redis::parse_redis_url(u).is_none() {

@@ -77,6 +77,7 @@ impl From<otp::Error> for ApiError {
                 retry_after_s,
             },
             otp::Error::PhoneNotRegistered => ApiError::PhoneNotRegistered,
+            otp::Error::Forbidden => ApiError::Forbidden,
             otp::Error::QueueFull => {
                 tracing::error!("SMS queue full; refusing new codes");
                 ApiError::Unavailable

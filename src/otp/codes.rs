@@ -108,6 +108,16 @@ mod tests {
     }
 
     #[test]
+    fn shorter_codes_are_prefixes_of_longer_ones() {
+        // The check relies on it: one stream, any length.
+        let d = CodeDeriver::new([3; 32]);
+        let ten = d.numeric("otp", "ver_x", 10);
+        for n in 4..10 {
+            assert_eq!(d.numeric("otp", "ver_x", n), ten[..n as usize]);
+        }
+    }
+
+    #[test]
     fn digits_are_uniform() {
         let d = CodeDeriver::new([1; 32]);
         let mut counts = [0u32; 10];

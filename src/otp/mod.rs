@@ -45,6 +45,9 @@ pub enum Error {
     /// `login` without a phone, or with one the account has not registered.
     #[error("phone not registered for this account")]
     PhoneNotRegistered,
+    /// The client may no longer use this verification's purpose.
+    #[error("purpose not allowed for this client")]
+    Forbidden,
     /// The SMS queue is full: delivery is not keeping up.
     #[error("SMS queue full")]
     QueueFull,
@@ -125,10 +128,20 @@ impl Verifications {
         Ok(v)
     }
 
-    pub async fn resend(&self, client: &str, id: &str, now_ms: i64) -> Result<Verification, Error> {
+    /// Sends the code again; `allowed` are the purposes the calling client may use.
+    pub async fn resend(
+        &self,
+        client: &str,
+        allowed: &[Purpose],
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Verification, Error> {
         let Some(current) = self.store.get_verification(client, id).await? else {
             return Err(Error::NotFound);
         };
+        if !allowed.contains(&current.purpose) {
+            return Err(Error::Forbidden);
+        }
         if self.queue.is_full() {
             return Err(Error::QueueFull);
         }
@@ -158,26 +171,32 @@ impl Verifications {
         }
     }
 
+    /// Checks a code: `Ok` when it approved the verification just now.
     pub async fn check(
         &self,
         client: &str,
         id: &str,
         code: &str,
         now_ms: i64,
-    ) -> Result<Verification, Error> {
-        // The code is derived from the id; the store only learns right or wrong. Loading the
-        // verification first gives its digit count and purpose; the decision itself is the
-        // store's atomic check.
-        let Some(v) = self.store.get_verification(client, id).await? else {
-            return Err(Error::NotFound);
-        };
-        let expected = self.codes.numeric("otp", &v.id, v.digits);
+    ) -> Result<(), Error> {
+        // Codes of every length are prefixes of one HMAC digit stream of the id, so the
+        // submitted code is compared (in constant time) with the stream's prefix of its own
+        // length; the store learns only for which length it was right, and decides in one
+        // atomic operation whether that is this verification's length.
         let given = code.trim();
-        let correct = codes_equal(&expected, given);
-        let outcome = self
+        let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());
+        let len = if len_ok { given.len() as u8 } else { 10 };
+        let expected = self.codes.numeric("otp", id, len);
+        let matches_digits = if len_ok && codes_equal(&expected, given) {
+            len
+        } else {
+            0
+        };
+        let checked = self
             .store
-            .check_verification(client, id, correct, now_ms)
+            .check_verification(client, id, matches_digits, now_ms)
             .await?;
+        let outcome = checked.outcome;
         let label = match outcome {
             CheckOutcome::Approved => "approved",
             CheckOutcome::Wrong { .. } => "code_incorrect",
@@ -187,12 +206,11 @@ impl Verifications {
             CheckOutcome::AlreadyUsed => "already_used",
             CheckOutcome::NotFound => "not_found",
         };
-        metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => label).increment(1);
+        if let Some(p) = checked.purpose {
+            metrics::counter!("otpgate_verifications_total", "purpose" => p.as_str(), "outcome" => label).increment(1);
+        }
         match outcome {
-            CheckOutcome::Approved => Ok(Verification {
-                status: Status::Approved,
-                ..v
-            }),
+            CheckOutcome::Approved => Ok(()),
             CheckOutcome::Wrong { attempts_remaining } => {
                 Err(Error::CodeIncorrect { attempts_remaining })
             }

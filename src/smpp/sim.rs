@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::pdu::{self, Frame};
 use crate::sms::encoding;
 
+/// How many received messages `SimHandle::received` keeps.
+const KEEP_RECEIVED: usize = 10_000;
+
 /// Simulator settings.
 #[derive(Debug, Clone, Default)]
 pub struct SimConfig {
@@ -69,7 +72,8 @@ struct Shared {
     addr: SocketAddr,
     config: SimConfig,
     next_id: AtomicU64,
-    received: Mutex<Vec<Received>>,
+    /// The latest messages (at most [`KEEP_RECEIVED`]), for `received()`.
+    received: Mutex<std::collections::VecDeque<Received>>,
     events: broadcast::Sender<Received>,
     conns: Mutex<HashMap<u64, mpsc::Sender<BytesMut>>>,
     next_conn: AtomicU64,
@@ -87,12 +91,12 @@ impl SimHandle {
         self.inner.addr
     }
 
-    /// Every message received so far.
+    /// The latest messages received (at most 10,000; `subscribe` sees every one).
     pub fn received(&self) -> Vec<Received> {
         self.inner
             .received
             .lock()
-            .map(|v| v.clone())
+            .map(|v| v.iter().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
     }
 
@@ -162,7 +166,7 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         addr,
         config,
         next_id: AtomicU64::new(1),
-        received: Mutex::new(Vec::new()),
+        received: Mutex::new(std::collections::VecDeque::new()),
         events,
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(0),
@@ -412,7 +416,10 @@ fn publish(shared: &Shared, msg: Received) {
         println!("{line}");
     }
     if let Ok(mut r) = shared.received.lock() {
-        r.push(msg.clone());
+        if r.len() >= KEEP_RECEIVED {
+            r.pop_front();
+        }
+        r.push_back(msg.clone());
     }
     let _ = shared.events.send(msg);
 }

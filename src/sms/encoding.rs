@@ -147,7 +147,7 @@ pub fn decode(data_coding: u8, bytes: &[u8]) -> Result<String, DecodeError> {
         0x00 | 0x01 => decode_gsm(bytes),
         0x03 => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
         0x08 => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return Err(DecodeError::OddLength);
             }
             let units = bytes

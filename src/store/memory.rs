@@ -5,8 +5,8 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 use super::{
-    CheckOutcome, Error, MessageRecord, MessageUpdate, RETENTION_AFTER_EXPIRY_MS, ResendOutcome,
-    Status, Store, Verification,
+    CheckOutcome, Checked, Error, MessageRecord, MessageUpdate, RETENTION_AFTER_EXPIRY_MS,
+    ResendOutcome, Status, Store, Verification,
 };
 
 const SHARDS: usize = 32;
@@ -132,14 +132,21 @@ impl Store for MemoryStore {
         &self,
         client: &str,
         id: &str,
-        correct: bool,
+        matches_digits: u8,
         now_ms: i64,
-    ) -> Result<CheckOutcome, Error> {
+    ) -> Result<Checked, Error> {
         Ok(self.verifications.with(id, |vs| {
             let Some(v) = vs.get_mut(id).filter(|v| v.client == client) else {
-                return CheckOutcome::NotFound;
+                return Checked {
+                    outcome: CheckOutcome::NotFound,
+                    purpose: None,
+                };
             };
-            apply_check(v, correct, now_ms)
+            let correct = matches_digits == v.digits;
+            Checked {
+                outcome: apply_check(v, correct, now_ms),
+                purpose: Some(v.purpose),
+            }
         }))
     }
 

@@ -185,6 +185,13 @@ pub enum CheckOutcome {
     LockedNow,
 }
 
+/// A check's outcome, with the verification's purpose (when it was found) for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub outcome: CheckOutcome,
+    pub purpose: Option<Purpose>,
+}
+
 /// What a resend did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResendOutcome {
@@ -222,14 +229,17 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<Option<Verification>, Error>> + Send;
 
-    /// Applies one code check atomically.
+    /// Applies one code check atomically. `matches_digits` is the digit count for which the
+    /// submitted code is right (codes of different lengths are prefixes of one HMAC digit
+    /// stream), 0 when it is right for none: the code is right when that equals the
+    /// verification's `digits`. So one round trip decides, and the store never sees a code.
     fn check_verification(
         &self,
         client: &str,
         id: &str,
-        correct: bool,
+        matches_digits: u8,
         now_ms: i64,
-    ) -> impl Future<Output = Result<CheckOutcome, Error>> + Send;
+    ) -> impl Future<Output = Result<Checked, Error>> + Send;
 
     /// Records a resend atomically, if allowed now, with its new SMS.
     fn resend_verification(
@@ -291,10 +301,10 @@ impl Store for AnyStore {
         &self,
         client: &str,
         id: &str,
-        correct: bool,
+        matches_digits: u8,
         now_ms: i64,
-    ) -> Result<CheckOutcome, Error> {
-        dispatch!(self, s => s.check_verification(client, id, correct, now_ms).await)
+    ) -> Result<Checked, Error> {
+        dispatch!(self, s => s.check_verification(client, id, matches_digits, now_ms).await)
     }
     async fn resend_verification(
         &self,

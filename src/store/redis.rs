@@ -17,8 +17,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Script, Value};
 
 use super::{
-    CheckOutcome, DeliveryStatus, Error, MessageRecord, MessageUpdate, RETENTION_AFTER_EXPIRY_MS,
-    ResendOutcome, Status, Store, Verification,
+    CheckOutcome, Checked, DeliveryStatus, Error, MessageRecord, MessageUpdate,
+    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Store, Verification,
 };
 use crate::ids;
 use crate::phone::Phone;
@@ -62,27 +62,28 @@ redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return 1
 "#;
 
-/// KEYS: ver. ARGV: client, correct (0/1), now_ms.
+/// KEYS: ver. ARGV: client, matches_digits, now_ms. Returns {outcome, purpose, remaining}.
 const CHECK: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'c', 's', 'ea', 'au', 'ma')
-if not v[1] or v[1] ~= ARGV[1] then return {'not_found'} end
+local v = redis.call('HMGET', KEYS[1], 'c', 's', 'ea', 'au', 'ma', 'd', 'p')
+if not v[1] or v[1] ~= ARGV[1] then return {'not_found', ''} end
 local s = v[2]
-if s == 'canceled' then return {'not_found'} end
-if s == 'approved' then return {'already_used'} end
-if s == 'locked' then return {'locked'} end
-if s == 'expired' or tonumber(ARGV[3]) >= tonumber(v[3]) then return {'expired'} end
-if ARGV[2] == '1' then
+local p = v[7]
+if s == 'canceled' then return {'not_found', p} end
+if s == 'approved' then return {'already_used', p} end
+if s == 'locked' then return {'locked', p} end
+if s == 'expired' or tonumber(ARGV[3]) >= tonumber(v[3]) then return {'expired', p} end
+if ARGV[2] == v[6] then
   redis.call('HSET', KEYS[1], 's', 'approved')
-  return {'approved'}
+  return {'approved', p}
 end
 local au = tonumber(v[4]) + 1
 local ma = tonumber(v[5])
 if au >= ma then
   redis.call('HSET', KEYS[1], 'au', au, 's', 'locked')
-  return {'locked_now'}
+  return {'locked_now', p}
 end
 redis.call('HSET', KEYS[1], 'au', au)
-return {'wrong', ma - au}
+return {'wrong', p, ma - au}
 "#;
 
 /// KEYS: ver, msg. ARGV: client, now_ms, msg_id, msg fields…
@@ -336,38 +337,32 @@ impl Store for RedisStore {
         &self,
         client: &str,
         id: &str,
-        correct: bool,
+        matches_digits: u8,
         now_ms: i64,
-    ) -> Result<CheckOutcome, Error> {
+    ) -> Result<Checked, Error> {
+        let not_found = Checked {
+            outcome: CheckOutcome::NotFound,
+            purpose: None,
+        };
         let Some(key) = self.ver_key(id) else {
-            return Ok(CheckOutcome::NotFound);
+            return Ok(not_found);
         };
         let mut inv = self.scripts.check.prepare_invoke();
-        inv.key(&key)
-            .arg(client)
-            .arg(if correct { 1 } else { 0 })
-            .arg(now_ms);
-        let (word, n): (String, Option<i64>) = {
-            let v: Vec<Value> = self.run(&mut inv).await?;
-            let word = v
-                .first()
+        inv.key(&key).arg(client).arg(matches_digits).arg(now_ms);
+        let v: Vec<Value> = self.run(&mut inv).await?;
+        let text = |i: usize| {
+            v.get(i)
                 .cloned()
-                .map(String::from_redis_value)
-                .transpose()
-                .map_err(|e| Error::Corrupt {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-            let n = v
-                .get(1)
-                .cloned()
-                .map(i64::from_redis_value)
-                .transpose()
-                .ok()
-                .flatten();
-            (word.unwrap_or_default(), n)
+                .and_then(|x| String::from_redis_value(x).ok())
+                .unwrap_or_default()
         };
-        Ok(match word.as_str() {
+        let word = text(0);
+        let purpose = Purpose::parse(&text(1));
+        let n = v
+            .get(2)
+            .cloned()
+            .and_then(|x| i64::from_redis_value(x).ok());
+        let outcome = match word.as_str() {
             "not_found" => CheckOutcome::NotFound,
             "already_used" => CheckOutcome::AlreadyUsed,
             "locked" => CheckOutcome::Locked,
@@ -383,7 +378,8 @@ impl Store for RedisStore {
                     reason: format!("check script answered {other:?}"),
                 });
             }
-        })
+        };
+        Ok(Checked { outcome, purpose })
     }
 
     async fn resend_verification(

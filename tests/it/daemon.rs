@@ -24,24 +24,50 @@ fn temp_dir() -> std::path::PathBuf {
 #[test]
 fn check_config_accepts_the_shipped_configs_and_names_bad_keys() {
     for path in ["config/otpgate.toml", "config/otpgate.example.toml"] {
-        let out = Command::new(BIN).args(["check-config", "--config", path]).output().unwrap();
-        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .args(["check-config", "--config", path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config OK");
     }
     let dir = temp_dir();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "[otp]\ndigits = 3\n[[smpp.smsc]]\nname = \"a\"\nwindow = 0\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "[otp]\ndigits = 3\n[[smpp.smsc]]\nname = \"a\"\nwindow = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("smpp.smsc[0].window: must be 1..=1024"), "{err}");
+    assert!(
+        err.contains("smpp.smsc[0].window: must be 1..=1024"),
+        "{err}"
+    );
     assert!(err.contains("otp.digits: must be 4..=10"), "{err}");
     std::fs::write(&bad, "[[smpp.smsc]]\nname = \"a\"\nbogus = 1\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("smpp.smsc[0].bogus"));
     // The path also comes from $OTPGATE_CONFIG.
-    let out = Command::new(BIN).arg("check-config").env("OTPGATE_CONFIG", &bad).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("OTPGATE_CONFIG", &bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -53,9 +79,19 @@ fn gen_api_key_prints_a_token_and_its_hash_line() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].len() >= 32);
-    assert_eq!(lines[1], format!("key_sha256 = \"{}\"", hex::encode(Sha256::digest(lines[0].as_bytes()))));
+    assert_eq!(
+        lines[1],
+        format!(
+            "key_sha256 = \"{}\"",
+            hex::encode(Sha256::digest(lines[0].as_bytes()))
+        )
+    );
     let again = Command::new(BIN).arg("gen-api-key").output().unwrap();
-    assert_ne!(String::from_utf8(again.stdout).unwrap(), text, "fresh every time");
+    assert_ne!(
+        String::from_utf8(again.stdout).unwrap(),
+        text,
+        "fresh every time"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,13 +102,17 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let toml = config_toml(Backend::Memory, &sim.addr().to_string(), "")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let toml = config_toml(Backend::Memory, &sim.addr().to_string(), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     let cfg = dir.join("otpgate.toml");
     std::fs::write(&cfg, toml).unwrap();
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
 
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -96,9 +136,19 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
     let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
 
-    let d = Client { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+    let d = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.http.get(format!("{}/readyz", d.base)).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while d
+        .http
+        .get(format!("{}/readyz", d.base))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         assert!(Instant::now() < deadline, "ready within 10 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -108,22 +158,47 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
     let mut codes = Vec::new();
     let phones = ["+85366123456", "+84912345678", "+8613812345678"];
     for phone in phones {
-        let (s, v) = d.post("/v1/verifications", json!({"purpose": "registration", "phone": phone, "account_id": "acc-log"})).await;
+        let (s, v) = d
+            .post(
+                "/v1/verifications",
+                json!({"purpose": "registration", "phone": phone, "account_id": "acc-log"}),
+            )
+            .await;
         assert_eq!(s, 201, "{v}");
         let id = v["id"].as_str().unwrap().to_owned();
         let code = extract_code(next_message(&mut rx).await.text.as_deref().unwrap());
-        let (s, _) = d.post(&format!("/v1/verifications/{id}/check"), json!({"code": "999999"})).await;
+        let (s, _) = d
+            .post(
+                &format!("/v1/verifications/{id}/check"),
+                json!({"code": "999999"}),
+            )
+            .await;
         assert!(s == 422 || s == 200);
-        let (s, _) = d.post(&format!("/v1/verifications/{id}/resend"), json!({})).await;
+        let (s, _) = d
+            .post(&format!("/v1/verifications/{id}/resend"), json!({}))
+            .await;
         assert_eq!(s, 429);
-        let (s, _) = d.post(&format!("/v1/verifications/{id}/check"), json!({"code": code})).await;
+        let (s, _) = d
+            .post(
+                &format!("/v1/verifications/{id}/check"),
+                json!({"code": code}),
+            )
+            .await;
         assert!(s == 200 || s == 404, "{s}");
         codes.push(code);
     }
-    let (s, _) = d.post("/v1/verifications", json!({"purpose": "registration", "phone": "+85366999999", "nope": 1})).await;
+    let (s, _) = d
+        .post(
+            "/v1/verifications",
+            json!({"purpose": "registration", "phone": "+85366999999", "nope": 1}),
+        )
+        .await;
     assert_eq!(s, 400);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
@@ -137,14 +212,21 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
     reader.join().unwrap();
 
     let lines = lines.lock().unwrap();
-    assert!(lines.iter().any(|l| l.contains("\"unbound\"")), "unbinds on shutdown");
+    assert!(
+        lines.iter().any(|l| l.contains("\"unbound\"")),
+        "unbinds on shutdown"
+    );
     for line in lines.iter() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
         assert!(v.get("level").is_some(), "{line}");
         for phone in phones.iter().chain(["+85366999999"].iter()) {
             let digits = phone.trim_start_matches('+');
             assert!(!line.contains(digits), "full number in a log line: {line}");
-            assert!(!line.contains(&digits[digits.len() - 8..]), "national number in a log line: {line}");
+            assert!(
+                !line.contains(&digits[digits.len() - 8..]),
+                "national number in a log line: {line}"
+            );
         }
         for code in &codes {
             assert!(!line.contains(code.as_str()), "code in a log line: {line}");
@@ -160,7 +242,14 @@ struct Client {
 
 impl Client {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(TOKEN_A).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN_A)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }

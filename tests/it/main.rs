@@ -1,8 +1,10 @@
+#![allow(clippy::unwrap_used)]
 //! Integration tests: one test binary, shared helpers in `util`. Everything talks to real
 //! parts: the daemon over HTTP, the SMSC simulator over SMPP/TCP, Redis over its protocol.
 
 mod util;
 
-mod verifications;
-mod smpp;
 mod daemon;
+mod ops;
+mod smpp;
+mod verifications;

@@ -55,7 +55,13 @@ async fn bind_to(addr: &str, mode: LongMessages) -> Bind {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(status.is_bound(), "bound within 2 s");
-    Bind { jobs: jobs_tx, events: ev_rx, status, stop, task }
+    Bind {
+        jobs: jobs_tx,
+        events: ev_rx,
+        status,
+        stop,
+        task,
+    }
 }
 
 fn sms(id: usize, to: &str, text: String) -> OutboundSms {
@@ -81,8 +87,11 @@ fn texts(n: usize) -> Vec<String> {
         .map(|_| strategy.new_tree(&mut runner).expect("value").current())
         .collect();
     // Texts that are GSM-only exercise the 153-septet parts with escapes at the boundary.
-    let gsm = proptest::collection::vec(proptest::sample::select(vec!["a", "b", " ", "€", "{", "}", "^"]), 150..500)
-        .prop_map(|v| v.concat());
+    let gsm = proptest::collection::vec(
+        proptest::sample::select(vec!["a", "b", " ", "€", "{", "}", "^"]),
+        150..500,
+    )
+    .prop_map(|v| v.concat());
     out.extend((0..n / 2).map(|_| gsm.new_tree(&mut runner).expect("value").current()));
     out
 }
@@ -93,7 +102,10 @@ async fn reassembles_exactly(mode: LongMessages) {
     let mut bind = bind_to(&sim.addr().to_string(), mode).await;
     let texts = texts(60);
     for (i, t) in texts.iter().enumerate() {
-        bind.jobs.send(sms(i, &format!("+8536610{i:04}"), t.clone())).await.unwrap();
+        bind.jobs
+            .send(sms(i, &format!("+8536610{i:04}"), t.clone()))
+            .await
+            .unwrap();
     }
     let mut got: HashMap<String, otpgate::smpp::sim::Received> = HashMap::new();
     while got.len() < texts.len() {
@@ -104,7 +116,11 @@ async fn reassembles_exactly(mode: LongMessages) {
         let m = &got[&format!("8536610{i:04}")];
         assert_eq!(m.text.as_deref(), Some(t.as_str()), "text {i} in {mode:?}");
         let gsm = t.chars().all(|c| !"驗证ựã😀👍🏽𝄞".contains(c));
-        assert_eq!(m.data_coding, if gsm { 0 } else { 8 }, "data_coding of text {i}");
+        assert_eq!(
+            m.data_coding,
+            if gsm { 0 } else { 8 },
+            "data_coding of text {i}"
+        );
         let expected_parts = otpgate::sms::split(t).parts.len();
         let want = match (expected_parts > 1, mode) {
             (false, _) => "single",
@@ -113,7 +129,11 @@ async fn reassembles_exactly(mode: LongMessages) {
             (true, LongMessages::Payload) => "payload",
         };
         assert_eq!(m.concatenation, want, "text {i}");
-        let want_parts = if mode == LongMessages::Payload { 1 } else { expected_parts };
+        let want_parts = if mode == LongMessages::Payload {
+            1
+        } else {
+            expected_parts
+        };
         assert_eq!(m.parts, want_parts, "text {i}");
         if mode == LongMessages::Udh && m.parts > 1 {
             assert_eq!(m.esm_class & 0x40, 0x40, "UDHI set");
@@ -122,7 +142,11 @@ async fn reassembles_exactly(mode: LongMessages) {
     // Every message reported submitted.
     let mut submitted = 0;
     while submitted < texts.len() {
-        match tokio::time::timeout(Duration::from_secs(5), bind.events.recv()).await.expect("event").expect("open") {
+        match tokio::time::timeout(Duration::from_secs(5), bind.events.recv())
+            .await
+            .expect("event")
+            .expect("open")
+        {
             DeliveryEvent::Submitted { .. } => submitted += 1,
             DeliveryEvent::Receipt { .. } => {}
             other => panic!("unexpected {other:?}"),
@@ -153,10 +177,22 @@ async fn part_sizes_are_153_gsm_and_67_ucs2() {
     let sim = start_sim().await;
     let mut rx = sim.subscribe();
     let bind = bind_to(&sim.addr().to_string(), LongMessages::Udh).await;
-    bind.jobs.send(sms(1, "+85366100001", "x".repeat(160))).await.unwrap();
-    bind.jobs.send(sms(2, "+85366100002", "x".repeat(161))).await.unwrap();
-    bind.jobs.send(sms(3, "+85366100003", "驗".repeat(70))).await.unwrap();
-    bind.jobs.send(sms(4, "+85366100004", "驗".repeat(135))).await.unwrap();
+    bind.jobs
+        .send(sms(1, "+85366100001", "x".repeat(160)))
+        .await
+        .unwrap();
+    bind.jobs
+        .send(sms(2, "+85366100002", "x".repeat(161)))
+        .await
+        .unwrap();
+    bind.jobs
+        .send(sms(3, "+85366100003", "驗".repeat(70)))
+        .await
+        .unwrap();
+    bind.jobs
+        .send(sms(4, "+85366100004", "驗".repeat(135)))
+        .await
+        .unwrap();
     let mut parts = HashMap::new();
     for _ in 0..4 {
         let m = next_message(&mut rx).await;
@@ -175,16 +211,27 @@ async fn malformed_pdu_gets_generic_nack_and_the_session_lives_on() {
     let mut rx = sim.subscribe();
     let bind = bind_to(&sim.addr().to_string(), LongMessages::Udh).await;
     // A deliver_sm (0x00000005) whose body is cut short, then an unknown command id.
-    sim.inject_raw(&[0, 0, 0, 19, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0x41, 0x42, 0x43]).await;
-    sim.inject_raw(&[0, 0, 0, 16, 0, 0, 0x0F, 0x0F, 0, 0, 0, 0, 0, 0, 0x30, 0x3A]).await;
+    sim.inject_raw(&[
+        0, 0, 0, 19, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0x41, 0x42, 0x43,
+    ])
+    .await;
+    sim.inject_raw(&[0, 0, 0, 16, 0, 0, 0x0F, 0x0F, 0, 0, 0, 0, 0, 0, 0x30, 0x3A])
+        .await;
     for _ in 0..100 {
         if sim.generic_nacks_received() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sim.generic_nacks_received(), 2, "both answered with generic_nack");
-    bind.jobs.send(sms(1, "+85366100009", "still alive".into())).await.unwrap();
+    assert_eq!(
+        sim.generic_nacks_received(),
+        2,
+        "both answered with generic_nack"
+    );
+    bind.jobs
+        .send(sms(1, "+85366100009", "still alive".into()))
+        .await
+        .unwrap();
     let m = next_message(&mut rx).await;
     assert_eq!(m.text.as_deref(), Some("still alive"));
     assert_eq!(sim.binds(), 1, "the same session, no rebind");
@@ -210,13 +257,24 @@ async fn reconnects_after_the_smsc_restarts() {
     let (s, _) = d.get("", "/readyz").await;
     assert_eq!(s, 503, "not ready while the SMSC is down");
     // A code requested while the SMSC is down waits in the queue.
-    let (s, _, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "registration", "phone": "+85366100010"})).await;
+    let (s, _, _) = d
+        .post(
+            TOKEN_A,
+            "/v1/verifications",
+            json!({"purpose": "registration", "phone": "+85366100010"}),
+        )
+        .await;
     assert_eq!(s, 201);
     // The SMSC comes back on the same address.
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the same port");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("rebind the same port");
     let sim2 = otpgate::smpp::sim::start(listener, Default::default()).unwrap();
     let mut rx = sim2.subscribe();
-    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivered after reconnect").unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("delivered after reconnect")
+        .unwrap();
     assert_eq!(m.destination_addr, "85366100010");
     d.wait_ready().await;
     assert_eq!(sim2.binds(), 1);
@@ -228,7 +286,13 @@ async fn permanent_errors_fail_the_message_with_the_smpp_status() {
     let sim = start_sim().await;
     sim.set_submit_status(0x0B); // ESME_RINVDSTADR
     let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
-    let (s, v, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "registration", "phone": "+85366100011"})).await;
+    let (s, v, _) = d
+        .post(
+            TOKEN_A,
+            "/v1/verifications",
+            json!({"purpose": "registration", "phone": "+85366100011"}),
+        )
+        .await;
     assert_eq!(s, 201);
     let id = v["id"].as_str().unwrap();
     let mut delivery = json!(null);
