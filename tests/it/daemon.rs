@@ -254,3 +254,137 @@ impl Client {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smsc_sim_command_prints_what_it_receives_and_checks_credentials() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(BIN)
+        .args([
+            "smsc-sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--system-id",
+            "otpgate",
+            "--password",
+            "pw",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let sim_addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&sim_addr).is_err() {
+        assert!(Instant::now() < deadline, "smsc-sim listens");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !probe_bind(&sim_addr, "nope").await,
+        "a wrong password is refused"
+    );
+    assert!(
+        probe_bind(&sim_addr, "pw").await,
+        "the right password binds"
+    );
+
+    let extra = "password = \"pw\"\n";
+    let toml = config_toml(Backend::Memory, &sim_addr, extra);
+    let config = otpgate::config::Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(otpgate::run(
+        config,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+        Default::default(),
+    ));
+    let d = Client {
+        base,
+        http: reqwest::Client::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d
+        .http
+        .get(format!("{}/readyz", d.base))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "bound to smsc-sim within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, _) = d
+        .post(
+            "/v1/verifications",
+            json!({"purpose": "registration", "phone": "+85366123456", "locale": "vi"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let line = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("smsc-sim prints the message");
+        if l.contains("\"smsc_sim\"") {
+            break l;
+        }
+    };
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["message"]["destination_addr"], "85366123456");
+    assert_eq!(v["message"]["data_coding"], 8);
+    assert!(
+        v["message"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("One Account: Mã xác thực của bạn là ")
+    );
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A bare bind attempt: whether the SMSC at `addr` accepts system_id "otpgate" with `password`.
+async fn probe_bind(addr: &str, password: &str) -> bool {
+    {
+        use otpgate::config::SmscConfig;
+        use otpgate::smpp::SmscStatus;
+        use otpgate::smpp::session::{BindContext, run_bind};
+        let (_jobs_tx, jobs_rx) = async_channel::bounded(1);
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let status = SmscStatus::new("probe");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ctx = BindContext {
+            config: Arc::new(SmscConfig {
+                name: "probe".into(),
+                password: otpgate::config::Secret::new(password),
+                ..Default::default()
+            }),
+            address: addr.to_owned(),
+            status: status.clone(),
+            jobs: jobs_rx,
+            events: ev_tx,
+            shutdown: stop.clone(),
+            shutdown_grace: Duration::from_millis(100),
+        };
+        let task = tokio::spawn(run_bind(ctx, 0));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bound = status.is_bound();
+        stop.cancel();
+        let _ = task.await;
+        bound
+    }
+}
