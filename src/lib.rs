@@ -19,6 +19,7 @@ pub mod config;
 pub mod delivery;
 pub mod ids;
 pub mod otp;
+pub mod outbox;
 pub mod phone;
 pub mod purpose;
 pub mod smpp;
@@ -51,7 +52,7 @@ pub enum StartError {
     },
 }
 
-/// Size of the in-process SMS queue between the API and the SMPP sessions.
+/// Capacity of the in-process outbox (memory store).
 const QUEUE_CAPACITY: usize = 100_000;
 
 /// The process-wide Prometheus recorder (one per process; every daemon in it shares it).
@@ -138,13 +139,26 @@ pub async fn run(
         source: e,
     })?;
 
-    let (queue_tx, queue_rx) = async_channel::bounded(QUEUE_CAPACITY);
+    let composer = Arc::new(outbox::Composer { codes, templates });
+    let outbox =
+        outbox::Outbox::Memory(Arc::new(outbox::memory::MemoryOutbox::new(QUEUE_CAPACITY)));
+    let statuses: Vec<Arc<SmscStatus>> = config
+        .smpp
+        .smsc
+        .iter()
+        .map(|s| SmscStatus::new(&s.name))
+        .collect();
+    let routing = Arc::new(outbox::Routing::new(&config.smpp.smsc, &statuses));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let smpp_stop = CancellationToken::new();
-    let mut smscs = Vec::new();
     let mut bind_tasks = Vec::new();
     let mut simulators = Vec::new();
-    for smsc in &config.smpp.smsc {
+    for (smsc, (status, served)) in config
+        .smpp
+        .smsc
+        .iter()
+        .zip(statuses.iter().zip(routing.smscs.iter()))
+    {
         let address = if smsc.simulator {
             let l = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -170,13 +184,15 @@ pub async fn run(
         } else {
             smsc.address.clone()
         };
-        let status = SmscStatus::new(&smsc.name);
-        smscs.push(status.clone());
         let ctx = BindContext {
             config: Arc::new(smsc.clone()),
             address,
-            status,
-            jobs: queue_rx.clone(),
+            status: status.clone(),
+            outbox: outbox.clone(),
+            routing: routing.clone(),
+            routes: served.routes.clone(),
+            composer: composer.clone(),
+            limiter: smpp::session::throughput_limiter(smsc.throughput),
             events: events_tx.clone(),
             shutdown: smpp_stop.clone(),
             shutdown_grace: config.server.shutdown_grace,
@@ -195,11 +211,11 @@ pub async fn run(
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
     let verifications = otp::Verifications {
         store: store.clone(),
-        codes,
-        templates,
+        composer: composer.clone(),
         otp: config.otp.clone(),
         default_locale: config.sms.default_locale,
-        queue: queue_tx,
+        outbox: outbox.clone(),
+        routing: routing.clone(),
     };
     let state = api::AppState {
         config: config.clone(),
@@ -207,7 +223,8 @@ pub async fn run(
         phones: Arc::new(phones),
         verifications: Arc::new(verifications),
         store: store.clone(),
-        smscs: Arc::new(smscs),
+        smscs: Arc::new(statuses),
+        outbox: outbox.clone(),
         metrics: metrics_handle(),
         clock: options.clock.clone(),
     };

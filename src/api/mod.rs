@@ -35,6 +35,7 @@ pub struct AppState {
     pub verifications: Arc<Verifications>,
     pub store: AnyStore,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
+    pub outbox: crate::outbox::Outbox,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub clock: Clock,
 }

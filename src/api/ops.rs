@@ -70,8 +70,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!("otpgate_sms_queue_depth", "priority" => "code")
-        .set(state.verifications.queue.len() as f64);
+    let depth = state.outbox.depth().await;
+    for p in crate::outbox::Priority::ALL {
+        metrics::gauge!("otpgate_sms_queue_depth", "priority" => p.as_str())
+            .set(depth[p.index()] as f64);
+    }
     for s in state.smscs.iter() {
         metrics::gauge!("otpgate_smpp_binds_up", "smsc" => s.name.to_string())
             .set(s.bound_sessions() as f64);

@@ -1,23 +1,24 @@
 //! SMS one-time-code verifications (contract §3.1): create, resend, check, read.
 //!
 //! Domain rules live here; persistence and atomicity in [`crate::store`]; the SMS goes to the
-//! delivery queue ([`crate::smpp`]). Every function takes `now` from the caller.
+//! [`crate::outbox`]. Every function takes `now` from the caller.
 
 pub mod codes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::OtpConfig;
 use crate::ids;
+use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::purpose::Purpose;
-use crate::smpp::OutboundSms;
-use crate::sms::{self, Locale, Templates};
+use crate::sms::{self, Locale};
 use crate::store::{
     self, AnyStore, CheckOutcome, DeliveryStatus, MessageRecord, MessageUpdate, ResendOutcome,
     Status, Store, Verification,
 };
-use codes::{CodeDeriver, codes_equal};
+use codes::codes_equal;
 
 /// Why a verification call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +66,11 @@ pub struct NewVerification {
 /// The verification service: cheap to share behind an `Arc`.
 pub struct Verifications {
     pub store: AnyStore,
-    pub codes: CodeDeriver,
-    pub templates: Templates,
+    pub composer: Arc<Composer>,
     pub otp: OtpConfig,
     pub default_locale: Locale,
-    pub queue: async_channel::Sender<OutboundSms>,
+    pub outbox: Outbox,
+    pub routing: Arc<Routing>,
 }
 
 impl Verifications {
@@ -86,7 +87,7 @@ impl Verifications {
             (Purpose::Login, None) => return Err(Error::PhoneNotRegistered),
             (_, None) => return Err(Error::PhoneNotRegistered),
         };
-        if self.queue.is_full() {
+        if self.outbox.is_full() {
             return Err(Error::QueueFull);
         }
         let policy = self.otp.policy(req.purpose);
@@ -94,9 +95,10 @@ impl Verifications {
             Some(a) => format!("a:{a}"),
             None => format!("p:{}", phone.e164()),
         };
-        let subject = self
-            .codes
-            .subject_hash(&[client, req.purpose.as_str(), &subject_key]);
+        let subject =
+            self.composer
+                .codes
+                .subject_hash(&[client, req.purpose.as_str(), &subject_key]);
         let tag = ids::tag_of(&subject);
         let id = ids::new_id("ver", &tag);
         let message_id = ids::new_id("msg", &tag);
@@ -121,9 +123,9 @@ impl Verifications {
             message_id: message_id.clone(),
             subject: hex::encode(&subject[..16]),
         };
-        let (sms, record) = self.compose(&v, &message_id, now_ms);
+        let (job, record) = self.compose(&v, &message_id, now_ms);
         self.store.create_verification(&v, &record).await?;
-        self.enqueue(sms).await;
+        self.enqueue(job).await?;
         metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
         Ok(v)
     }
@@ -142,19 +144,19 @@ impl Verifications {
         if !allowed.contains(&current.purpose) {
             return Err(Error::Forbidden);
         }
-        if self.queue.is_full() {
+        if self.outbox.is_full() {
             return Err(Error::QueueFull);
         }
         let tag = ids::parse("ver", id).ok_or(Error::NotFound)?;
         let message_id = ids::new_id("msg", tag);
-        let (sms, record) = self.compose(&current, &message_id, now_ms);
+        let (job, record) = self.compose(&current, &message_id, now_ms);
         match self
             .store
             .resend_verification(client, id, now_ms, &record)
             .await?
         {
             ResendOutcome::Sent(v) => {
-                self.enqueue(sms).await;
+                self.enqueue(job).await?;
                 metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "resent").increment(1);
                 Ok(*v)
             }
@@ -186,7 +188,7 @@ impl Verifications {
         let given = code.trim();
         let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());
         let len = if len_ok { given.len() as u8 } else { 10 };
-        let expected = self.codes.numeric("otp", id, len);
+        let expected = self.composer.codes.numeric("otp", id, len);
         let matches_digits = if len_ok && codes_equal(&expected, given) {
             len
         } else {
@@ -235,42 +237,55 @@ impl Verifications {
         Ok((v, msg))
     }
 
-    /// The SMS of a send of `v` and its message record.
-    fn compose(
-        &self,
-        v: &Verification,
-        message_id: &str,
-        now_ms: i64,
-    ) -> (OutboundSms, MessageRecord) {
-        let code = self.codes.numeric("otp", &v.id, v.digits);
+    /// The outbox job of a send of `v` and its message record.
+    fn compose(&self, v: &Verification, message_id: &str, now_ms: i64) -> (Job, MessageRecord) {
         let ttl_secs = ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64;
-        let text = self.templates.code_sms(v.locale, &code, ttl_secs);
-        let seg = sms::split(&text);
+        let body = Body::Code {
+            verification_id: v.id.clone(),
+            digits: v.digits,
+            locale: v.locale,
+            ttl_secs,
+        };
+        // Rendered here only to know the encoding and parts; the session renders it again.
+        let seg = sms::split(&self.composer.render(&body));
+        let route = self.routing.route_of(&v.phone);
+        let parts = match self.routing.long_messages_of(&route) {
+            crate::config::LongMessages::Payload => 1,
+            _ => seg.parts.len() as u32,
+        };
         let record = MessageRecord {
             id: message_id.to_owned(),
             client: v.client.clone(),
             owner: v.id.clone(),
             status: DeliveryStatus::Queued,
             encoding: seg.coding.as_str().to_owned(),
-            parts: seg.parts.len() as u32,
+            parts,
             created_at_ms: now_ms,
             submitted_at_ms: None,
             delivered_at_ms: None,
             error: None,
         };
-        let sms = OutboundSms {
+        let job = Job {
             message_id: message_id.to_owned(),
             destination: v.phone.clone(),
-            text,
+            body,
             expires_at_ms: v.expires_at_ms,
+            priority: Priority::Code,
+            route,
+            attempts: 0,
+            avoid: None,
+            not_before_ms: 0,
+            receipt: None,
         };
-        (sms, record)
+        (job, record)
     }
 
-    async fn enqueue(&self, sms: OutboundSms) {
-        let id = sms.message_id.clone();
-        if self.queue.try_send(sms).is_err() {
-            tracing::error!(message_id = %id, "SMS queue full or closed; message failed");
+    /// Hands the job to the outbox; when that fails the message is marked failed and the call
+    /// answers 503 (the verification exists, but the client was not told it was sent).
+    async fn enqueue(&self, job: Job) -> Result<(), Error> {
+        let id = job.message_id.clone();
+        if let Err(e) = self.outbox.push(job).await {
+            tracing::error!(message_id = %id, error = %e, "could not queue SMS");
             let _ = self
                 .store
                 .update_message(
@@ -278,11 +293,13 @@ impl Verifications {
                     &MessageUpdate {
                         status: DeliveryStatus::Failed,
                         at_ms: crate::clock::system_now_ms(),
-                        error: Some("queue full".into()),
+                        error: Some(e.to_string()),
                     },
                 )
                 .await;
+            return Err(Error::QueueFull);
         }
+        Ok(())
     }
 }
 

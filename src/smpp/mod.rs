@@ -13,30 +13,6 @@ pub mod sim;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::phone::Phone;
-
-/// An SMS accepted for delivery. The text may hold a code: it lives only in memory and on the
-/// wire to the SMSC, never in a log.
-#[derive(Clone)]
-pub struct OutboundSms {
-    /// Our id (`msg_…`).
-    pub message_id: String,
-    pub destination: Phone,
-    pub text: String,
-    /// Unix milliseconds after which the SMS must not be sent (the code's death).
-    pub expires_at_ms: i64,
-}
-
-impl std::fmt::Debug for OutboundSms {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundSms")
-            .field("message_id", &self.message_id)
-            .field("destination", &self.destination)
-            .field("text_chars", &self.text.chars().count())
-            .finish()
-    }
-}
-
 /// What the sessions report about messages, consumed by the delivery tracker.
 #[derive(Debug, Clone)]
 pub enum DeliveryEvent {

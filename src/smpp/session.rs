@@ -1,17 +1,22 @@
 //! One SMPP bind to one SMSC, as an actor.
 //!
 //! [`run_bind`] is the supervisor: connect, bind, run a session until it ends, back off
-//! (1 s doubling to 30 s, with jitter), again — until shutdown. A session is one task that
-//! owns the socket's read half, the sequence counter, the window of pending submits and the
-//! messages in flight; a writer task owns the write half so that a slow peer never stops us
-//! reading (and answering) what it sends. Messages whose submits were unanswered when a
-//! session dies are carried to the next session: only those can go twice.
+//! (1 s doubling to 30 s, with jitter; a refused bind counts as a drop), again — until
+//! shutdown. A session is one task that owns the socket's read half, the sequence counter, the
+//! window of pending submits and the messages in flight; a writer task owns the write half so
+//! that a slow peer never stops us reading (and answering) what it sends.
+//!
+//! Work comes from the [`Outbox`]: a message is settled there once the SMSC accepted every part
+//! or refused it for good. A message that fails a try before any part was accepted goes back
+//! to the outbox with backoff, avoiding this SMSC, so another SMSC of the route takes it; the
+//! messages in flight when a session dies go back the same way (only those can go twice).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use governor::{DefaultDirectRateLimiter, Quota};
 use rand::Rng;
 use rusmpp::pdus::{BindTransceiver, DeliverSmResp, SubmitSm};
 use rusmpp::types::COctetString;
@@ -25,8 +30,10 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::pdu::{self, Frame, SubmitParams};
-use super::{DeliveryEvent, OutboundSms, SmscStatus, StatusClass, classify_status, status_name};
+use super::{DeliveryEvent, SmscStatus, StatusClass, classify_status, status_name};
+use crate::clock::system_now_ms;
 use crate::config::SmscConfig;
+use crate::outbox::{Composer, Job, Outbox, Routing};
 use crate::sms;
 
 /// Why a session ended.
@@ -56,12 +63,25 @@ pub struct BindContext {
     /// Where to connect (the simulator's port when `simulator = true`).
     pub address: String,
     pub status: Arc<SmscStatus>,
-    pub jobs: async_channel::Receiver<OutboundSms>,
+    pub outbox: Outbox,
+    pub routing: Arc<Routing>,
+    /// The routes this SMSC takes.
+    pub routes: Vec<String>,
+    pub composer: Arc<Composer>,
+    /// `throughput` over all binds of this SMSC.
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub events: mpsc::UnboundedSender<DeliveryEvent>,
     /// Cancelled when the daemon stops taking work.
     pub shutdown: CancellationToken,
     /// How long to keep submitting queued SMS after shutdown began.
     pub shutdown_grace: Duration,
+}
+
+/// A smoothed limiter of `per_second` submits (no bursts above the rate), or none for 0.
+pub fn throughput_limiter(per_second: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let quota = Quota::per_second(rate).allow_burst(std::num::NonZeroU32::MIN);
+    Some(Arc::new(DefaultDirectRateLimiter::direct(quota)))
 }
 
 /// Supervises one bind until shutdown: reconnects with backoff after any drop.
@@ -71,14 +91,13 @@ pub async fn run_bind(ctx: BindContext, bind_index: u32) {
         Npi::Unknown,
         "otpgate".into(),
     ));
-    let mut carry: VecDeque<OutboundSms> = VecDeque::new();
     let mut backoff = Duration::from_secs(1);
     let mut drain_deadline: Option<Instant> = None;
     loop {
         if ctx.shutdown.is_cancelled() {
             let deadline =
                 *drain_deadline.get_or_insert_with(|| Instant::now() + ctx.shutdown_grace);
-            if (carry.is_empty() && ctx.jobs.is_empty()) || Instant::now() >= deadline {
+            if Instant::now() >= deadline || ctx.outbox.is_empty_for(&ctx.routes).await {
                 break;
             }
         }
@@ -89,13 +108,7 @@ pub async fn run_bind(ctx: BindContext, bind_index: u32) {
                 ctx.status.session_up();
                 let mut session = Session::new(&ctx, &source, conn.seq_next);
                 let result = session
-                    .run(
-                        conn.reader,
-                        conn.buf,
-                        conn.writer,
-                        &mut carry,
-                        &mut drain_deadline,
-                    )
+                    .run(conn.reader, conn.buf, conn.writer, &mut drain_deadline)
                     .await;
                 ctx.status.session_down();
                 match result {
@@ -105,7 +118,7 @@ pub async fn run_bind(ctx: BindContext, bind_index: u32) {
                     }
                     Err(e) => {
                         tracing::warn!(smsc = %ctx.status.name, bind = bind_index, error = %e,
-                            carried = carry.len(), "session lost; reconnecting");
+                            "session lost; reconnecting");
                     }
                 }
             }
@@ -121,10 +134,6 @@ pub async fn run_bind(ctx: BindContext, bind_index: u32) {
             _ = ctx.shutdown.cancelled(), if drain_deadline.is_none() => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-    let left = carry.len() + if bind_index == 0 { ctx.jobs.len() } else { 0 };
-    if left > 0 {
-        tracing::warn!(smsc = %ctx.status.name, messages = left, "stopped with messages not submitted");
     }
 }
 
@@ -146,9 +155,9 @@ async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Error> {
 
     let c = &ctx.config;
     let bind = BindTransceiver::builder()
-        .system_id(COctetString::from_str_lossy(&c.system_id))
-        .password(COctetString::from_str_lossy(c.password.expose()))
-        .system_type(COctetString::from_str_lossy(&c.system_type))
+        .system_id(lossy(&c.system_id))
+        .password(lossy(c.password.expose()))
+        .system_type(lossy(&c.system_type))
         .interface_version(InterfaceVersion::Smpp3_4)
         .addr_ton(Ton::Unknown)
         .addr_npi(Npi::Unknown)
@@ -226,25 +235,20 @@ fn spawn_writer(mut half: tokio::net::tcp::OwnedWriteHalf) -> mpsc::Sender<Bytes
     tx
 }
 
-trait LossyCOctet {
-    fn from_str_lossy(s: &str) -> Self;
-}
-
-impl<const MIN: usize, const MAX: usize> LossyCOctet for COctetString<MIN, MAX> {
-    fn from_str_lossy(s: &str) -> Self {
-        let s: String = s
-            .chars()
-            .filter(|c| c.is_ascii() && *c != '\0')
-            .take(MAX - 1)
-            .collect();
-        <COctetString<MIN, MAX> as std::str::FromStr>::from_str(&s)
-            .unwrap_or_else(|_| COctetString::empty())
-    }
+/// A C-octet string from configuration text (validated at start; trimmed, never panics).
+fn lossy<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
+    let s: String = s
+        .chars()
+        .filter(|c| c.is_ascii() && *c != '\0')
+        .take(MAX - 1)
+        .collect();
+    <COctetString<MIN, MAX> as std::str::FromStr>::from_str(&s)
+        .unwrap_or_else(|_| COctetString::empty())
 }
 
 /// A message being submitted: its parts and what the SMSC answered for each.
 struct InFlight {
-    sms: OutboundSms,
+    job: Job,
     submits: Vec<SubmitSm>,
     smsc_ids: Vec<Option<String>>,
     /// Parts still to (re)send, with the earliest time to do so.
@@ -269,14 +273,27 @@ struct Session<'a> {
     pending: HashMap<u32, Pending>,
     /// Keys of messages with parts waiting in `todo`.
     ready: VecDeque<u64>,
+    /// The window now: the configured one, halved on throttling, regrown on success.
     window: usize,
-    /// Set after ESME_RTHROTTLED/RMSGQFUL: no new submit before this.
+    /// After ESME_RTHROTTLED/RMSGQFUL: no new submit before this.
     paused_until: Option<Instant>,
+    throttle_backoff: Duration,
+    /// The throughput limiter said wait until this.
+    rate_wait: Option<Instant>,
     enquire_pending: Option<(u32, Instant)>,
     last_heard: Instant,
     /// The SMSC sent unbind.
     closed: bool,
+    /// Messages to settle or release in the outbox (outside the borrow of `self`).
+    settle: Vec<(Job, Settle)>,
 }
+
+enum Settle {
+    Done,
+    Release,
+}
+
+const MIN_THROTTLE_BACKOFF: Duration = Duration::from_millis(100);
 
 impl<'a> Session<'a> {
     fn new(ctx: &'a BindContext, source: &'a (Ton, Npi, String), seq_next: u32) -> Session<'a> {
@@ -290,9 +307,12 @@ impl<'a> Session<'a> {
             ready: VecDeque::new(),
             window: ctx.config.window as usize,
             paused_until: None,
+            throttle_backoff: MIN_THROTTLE_BACKOFF,
+            rate_wait: None,
             enquire_pending: None,
             last_heard: Instant::now(),
             closed: false,
+            settle: Vec::new(),
         }
     }
 
@@ -307,27 +327,35 @@ impl<'a> Session<'a> {
     }
 
     /// Runs until unbound after shutdown (`Ok`) or the connection is lost (`Err`); messages
-    /// still unanswered are put back in `carry`.
+    /// not yet accepted go back to the outbox.
     async fn run(
         &mut self,
         mut reader: OwnedReadHalf,
         mut buf: BytesMut,
         writer: mpsc::Sender<BytesMut>,
-        carry: &mut VecDeque<OutboundSms>,
         drain_deadline: &mut Option<Instant>,
     ) -> Result<(), Error> {
-        // Messages carried over from a lost session go first.
-        while let Some(sms) = carry.pop_front() {
-            self.admit(sms);
-        }
         let result = self
             .run_inner(&mut reader, &mut buf, &writer, drain_deadline)
             .await;
-        // Whatever was not answered goes to the next session (or is reported at stop).
+        self.flush_settled().await;
+        let now_ms = system_now_ms();
         for (_, f) in self.inflight.drain() {
-            carry.push_back(f.sms);
+            let mut job = f.job;
+            job.not_before_ms = now_ms;
+            job.avoid = Some(self.ctx.status.name.to_string());
+            self.ctx.outbox.release(job).await;
         }
         result
+    }
+
+    async fn flush_settled(&mut self) {
+        for (job, how) in std::mem::take(&mut self.settle) {
+            match how {
+                Settle::Done => self.ctx.outbox.done(&job).await,
+                Settle::Release => self.ctx.outbox.release(job).await,
+            }
+        }
     }
 
     async fn run_inner(
@@ -342,25 +370,29 @@ impl<'a> Session<'a> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = BytesMut::with_capacity(16 * 1024);
+        let name = self.ctx.status.name.to_string();
         loop {
-            // Put ready parts on the wire while the window has room.
+            // Put ready parts on the wire while the window and the rate allow.
             self.fill_window(&mut out);
             if !out.is_empty() {
                 writer.send(out.split()).await.map_err(|_| Error::Closed)?;
             }
+            self.flush_settled().await;
 
             let draining = self.ctx.shutdown.is_cancelled();
             if draining {
                 let deadline =
                     *drain_deadline.get_or_insert_with(|| Instant::now() + self.ctx.shutdown_grace);
-                let idle = self.inflight.is_empty() && self.ctx.jobs.is_empty();
+                let idle = self.inflight.is_empty()
+                    && self.ctx.outbox.is_empty_for(&self.ctx.routes).await;
                 if idle || Instant::now() >= deadline {
                     return self.unbind(reader, buf, writer).await;
                 }
             }
-            let room = self.pending.len() < self.window
-                && self.ready.is_empty()
-                && self.paused_until.is_none();
+            let room = self.pending.len() + self.queued_parts() < self.window
+                && self.paused_until.is_none()
+                && self.rate_wait.is_none();
+            let rate_wait = self.rate_wait;
 
             tokio::select! {
                 n = reader.read_buf(buf) => {
@@ -378,17 +410,11 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                job = self.ctx.jobs.recv(), if room => {
-                    if let Ok(sms) = job {
-                        self.admit(sms);
-                        // Take what else is queued right away, up to the window.
-                        while self.pending.len() + self.queued_parts() < self.window {
-                            match self.ctx.jobs.try_recv() {
-                                Ok(sms) => self.admit(sms),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                job = self.ctx.outbox.next(&self.ctx.routes, &name, &self.ctx.routing), if room => {
+                    self.admit(job);
+                }
+                _ = sleep_until(rate_wait.unwrap_or_else(Instant::now)), if rate_wait.is_some() => {
+                    self.rate_wait = None;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -396,13 +422,20 @@ impl<'a> Session<'a> {
                         self.paused_until = None;
                     }
                     self.expire_pending(now);
-                    if let Some((_, sent)) = self.enquire_pending && now.duration_since(sent) > timeout {
+                    if let Some((_, sent)) = self.enquire_pending
+                        && now.duration_since(sent) > timeout
+                    {
                         return Err(Error::Timeout(timeout));
                     }
-                    if self.enquire_pending.is_none() && now.duration_since(self.last_heard) >= enquire_every {
+                    if self.enquire_pending.is_none()
+                        && now.duration_since(self.last_heard) >= enquire_every
+                    {
                         let seq = self.next_seq();
                         self.enquire_pending = Some((seq, now));
-                        pdu::encode_into(&Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink), &mut out);
+                        pdu::encode_into(
+                            &Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink),
+                            &mut out,
+                        );
                     }
                 }
                 _ = self.ctx.shutdown.cancelled(), if !draining => {}
@@ -418,16 +451,16 @@ impl<'a> Session<'a> {
             .sum()
     }
 
-    /// Encodes a new message into its submit_sm parts and queues them.
-    fn admit(&mut self, sms: OutboundSms) {
+    /// Renders a message into its submit_sm parts and queues them.
+    fn admit(&mut self, job: Job) {
         let key = self.next_key;
         self.next_key += 1;
-        let seg = sms::split(&sms.text);
-        let validity_secs = ((sms.expires_at_ms - now_ms()) / 1000).max(1) as u64;
+        let text = self.ctx.composer.render(&job.body);
+        let seg = sms::split(&text);
         let params = SubmitParams {
             source: self.source,
-            destination: sms.destination.international_digits(),
-            validity_secs,
+            destination: job.destination.international_digits(),
+            validity_secs: ((job.expires_at_ms - system_now_ms()) / 1000).max(1) as u64,
             mode: self.ctx.config.long_messages,
             reference: rand::rng().random(),
         };
@@ -437,7 +470,7 @@ impl<'a> Session<'a> {
         self.inflight.insert(
             key,
             InFlight {
-                sms,
+                job,
                 submits,
                 smsc_ids: vec![None; n],
                 todo: (0..n).map(|i| (i, now)).collect(),
@@ -448,12 +481,30 @@ impl<'a> Session<'a> {
         self.ready.push_back(key);
     }
 
-    /// Writes queued parts whose time has come, while the window has room.
+    /// Whether the throughput limiter allows one more submit now.
+    fn rate_allows(&mut self) -> bool {
+        let Some(l) = &self.ctx.limiter else {
+            return true;
+        };
+        match l.check() {
+            Ok(()) => true,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                self.rate_wait = Some(Instant::now() + wait.max(Duration::from_micros(100)));
+                false
+            }
+        }
+    }
+
+    /// Writes queued parts whose time has come, while the window and the rate allow.
     fn fill_window(&mut self, out: &mut BytesMut) {
-        if self.paused_until.is_some() {
+        if self.paused_until.is_some() || self.rate_wait.is_some() {
             return;
         }
         let now = Instant::now();
+        let now_ms = system_now_ms();
         let mut rounds = self.ready.len();
         while self.pending.len() < self.window && rounds > 0 {
             rounds -= 1;
@@ -461,53 +512,60 @@ impl<'a> Session<'a> {
                 break;
             };
             let expired = match self.inflight.get(&key) {
-                Some(f) => f.sms.expires_at_ms <= now_ms(),
+                Some(f) => f.job.expires_at_ms <= now_ms,
                 None => continue,
             };
             if expired {
+                // Never submitted after its code died.
                 if let Some(f) = self.inflight.remove(&key) {
                     self.pending.retain(|_, p| p.key != key);
                     let _ = self.ctx.events.send(DeliveryEvent::Expired {
-                        message_id: f.sms.message_id,
+                        message_id: f.job.message_id.clone(),
                     });
+                    self.settle.push((f.job, Settle::Done));
                 }
                 continue;
             }
-            let Some(f) = self.inflight.get_mut(&key) else {
-                continue;
-            };
+            let mut blocked = false;
             while self.pending.len() < self.window {
-                match f.todo.front() {
-                    Some(&(part, at)) if at <= now => {
-                        f.todo.pop_front();
-                        let seq = self.seq;
-                        self.seq = if self.seq >= 0x7FFF_FFFF {
-                            1
-                        } else {
-                            self.seq + 1
-                        };
-                        let mut submit = f.submits[part].clone();
-                        let remaining = ((f.sms.expires_at_ms - now_ms()) / 1000).max(1) as u64;
-                        submit.validity_period = pdu::relative_validity(remaining);
-                        pdu::encode_into(
-                            &Command::new(CommandStatus::EsmeRok, seq, Pdu::SubmitSm(submit)),
-                            out,
-                        );
-                        self.pending.insert(
-                            seq,
-                            Pending {
-                                key,
-                                part,
-                                deadline: now + self.ctx.config.response_timeout,
-                                sent_at: now,
-                            },
-                        );
-                    }
-                    _ => break,
+                let due = matches!(self.inflight.get(&key).and_then(|f| f.todo.front()), Some(&(_, at)) if at <= now);
+                if !due {
+                    break;
                 }
+                if !self.rate_allows() {
+                    blocked = true;
+                    break;
+                }
+                let seq = self.next_seq();
+                let window_deadline = now + self.ctx.config.response_timeout;
+                let Some(f) = self.inflight.get_mut(&key) else {
+                    break;
+                };
+                let Some((part, _)) = f.todo.pop_front() else {
+                    break;
+                };
+                let mut submit = f.submits[part].clone();
+                let remaining = ((f.job.expires_at_ms - now_ms) / 1000).max(1) as u64;
+                submit.validity_period = pdu::relative_validity(remaining);
+                pdu::encode_into(
+                    &Command::new(CommandStatus::EsmeRok, seq, Pdu::SubmitSm(submit)),
+                    out,
+                );
+                self.pending.insert(
+                    seq,
+                    Pending {
+                        key,
+                        part,
+                        deadline: window_deadline,
+                        sent_at: now,
+                    },
+                );
             }
-            if !f.todo.is_empty() {
+            if self.inflight.get(&key).is_some_and(|f| !f.todo.is_empty()) {
                 self.ready.push_back(key);
+            }
+            if blocked {
+                break;
             }
         }
     }
@@ -521,9 +579,9 @@ impl<'a> Session<'a> {
                 sequence_number,
             } => {
                 if pdu::is_response(command_id) {
-                    // A response we cannot read: treat its submit as a failed try.
+                    // A response we cannot read: its submit failed this try.
                     if let Some(p) = self.pending.remove(&sequence_number) {
-                        self.retry_part(p.key, p.part, Duration::from_secs(1));
+                        self.on_temporary_failure(p, "unreadable response");
                     }
                     return None;
                 }
@@ -612,6 +670,12 @@ impl<'a> Session<'a> {
             self.on_submit_error(p, status);
             return;
         }
+        // Success regrows a throttled window, one submit at a time.
+        if self.window < self.ctx.config.window as usize {
+            self.window += 1;
+        } else {
+            self.throttle_backoff = MIN_THROTTLE_BACKOFF;
+        }
         let Some(f) = self.inflight.get_mut(&p.key) else {
             return;
         };
@@ -623,10 +687,11 @@ impl<'a> Session<'a> {
             && let Some(f) = self.inflight.remove(&p.key)
         {
             let _ = self.ctx.events.send(DeliveryEvent::Submitted {
-                message_id: f.sms.message_id,
+                message_id: f.job.message_id.clone(),
                 smsc: self.ctx.status.name.clone(),
                 smsc_message_ids: f.smsc_ids.into_iter().flatten().collect(),
             });
+            self.settle.push((f.job, Settle::Done));
         }
     }
 
@@ -635,31 +700,57 @@ impl<'a> Session<'a> {
             StatusClass::Ok => {}
             StatusClass::Throttled => {
                 metrics::counter!("otpgate_smpp_throttled_total", "smsc" => self.ctx.status.name.to_string()).increment(1);
-                self.paused_until = Some(Instant::now() + Duration::from_millis(500));
-                self.retry_part(p.key, p.part, Duration::from_millis(500));
+                // Slow down: halve the window and pause, longer each time in a row.
+                self.window = (self.window / 2).max(1);
+                self.paused_until = Some(Instant::now() + self.throttle_backoff);
+                self.throttle_backoff = (self.throttle_backoff * 2).min(Duration::from_secs(5));
+                self.retry_part_here(p.key, p.part, Duration::ZERO);
             }
-            StatusClass::Temporary => self.retry_part(p.key, p.part, Duration::from_secs(1)),
+            StatusClass::Temporary => self.on_temporary_failure(p, &status_name(status)),
             StatusClass::Permanent => {
                 if let Some(f) = self.inflight.remove(&p.key) {
                     self.pending.retain(|_, q| q.key != p.key);
                     let _ = self.ctx.events.send(DeliveryEvent::Failed {
-                        message_id: f.sms.message_id,
+                        message_id: f.job.message_id.clone(),
                         error: status_name(status),
                     });
+                    self.settle.push((f.job, Settle::Done));
                 }
             }
         }
     }
 
-    /// Schedules one part again, with backoff growing with the message's tries.
-    fn retry_part(&mut self, key: u64, part: usize, base: Duration) {
+    /// A try failed (temporary error, timeout): before any part was accepted the message goes
+    /// back to the outbox with backoff, for another SMSC of the route if one is bound; once a
+    /// part was accepted the rest is retried here.
+    fn on_temporary_failure(&mut self, p: Pending, why: &str) {
+        let Some(f) = self.inflight.get(&p.key) else {
+            return;
+        };
+        tracing::debug!(smsc = %self.ctx.status.name, message_id = %f.job.message_id, reason = why, "submit failed; will retry");
+        if f.smsc_ids.iter().all(Option::is_none) {
+            let Some(f) = self.inflight.remove(&p.key) else {
+                return;
+            };
+            self.pending.retain(|_, q| q.key != p.key);
+            let mut job = f.job;
+            job.attempts += 1;
+            let delay = backoff(job.attempts);
+            job.not_before_ms = system_now_ms() + delay.as_millis() as i64;
+            job.avoid = Some(self.ctx.status.name.to_string());
+            self.settle.push((job, Settle::Release));
+        } else {
+            let tries = self.inflight.get(&p.key).map_or(1, |f| f.tries + 1);
+            self.retry_part_here(p.key, p.part, backoff(tries));
+        }
+    }
+
+    /// Schedules one part again on this session.
+    fn retry_part_here(&mut self, key: u64, part: usize, delay: Duration) {
         let Some(f) = self.inflight.get_mut(&key) else {
             return;
         };
         f.tries += 1;
-        let delay = base
-            .saturating_mul(1 << f.tries.min(5))
-            .min(Duration::from_secs(30));
         f.todo.push_back((part, Instant::now() + delay));
         if !self.ready.contains(&key) {
             self.ready.push_back(key);
@@ -677,7 +768,7 @@ impl<'a> Session<'a> {
         for seq in late {
             if let Some(p) = self.pending.remove(&seq) {
                 tracing::warn!(smsc = %self.ctx.status.name, "submit_sm response timeout");
-                self.retry_part(p.key, p.part, Duration::from_secs(1));
+                self.on_temporary_failure(p, "response timeout");
             }
         }
     }
@@ -721,9 +812,7 @@ impl<'a> Session<'a> {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Backoff of the n-th retry: 1 s doubling to 30 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }

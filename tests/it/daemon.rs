@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -359,32 +360,15 @@ async fn smsc_sim_command_prints_what_it_receives_and_checks_credentials() {
 
 /// A bare bind attempt: whether the SMSC at `addr` accepts system_id "otpgate" with `password`.
 async fn probe_bind(addr: &str, password: &str) -> bool {
-    {
-        use otpgate::config::SmscConfig;
-        use otpgate::smpp::SmscStatus;
-        use otpgate::smpp::session::{BindContext, run_bind};
-        let (_jobs_tx, jobs_rx) = async_channel::bounded(1);
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
-        let status = SmscStatus::new("probe");
-        let stop = tokio_util::sync::CancellationToken::new();
-        let ctx = BindContext {
-            config: Arc::new(SmscConfig {
-                name: "probe".into(),
-                password: otpgate::config::Secret::new(password),
-                ..Default::default()
-            }),
-            address: addr.to_owned(),
-            status: status.clone(),
-            jobs: jobs_rx,
-            events: ev_tx,
-            shutdown: stop.clone(),
-            shutdown_grace: Duration::from_millis(100),
-        };
-        let task = tokio::spawn(run_bind(ctx, 0));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let bound = status.is_bound();
-        stop.cancel();
-        let _ = task.await;
-        bound
-    }
+    let smsc = otpgate::config::SmscConfig {
+        name: "probe".into(),
+        password: otpgate::config::Secret::new(password),
+        ..Default::default()
+    };
+    let bind = start_bind(addr, smsc, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bound = bind.status.is_bound();
+    bind.stop.cancel();
+    let _ = bind.task.await;
+    bound
 }

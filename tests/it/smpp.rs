@@ -4,74 +4,29 @@
 //! reconnects after the SMSC restarts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use otpgate::config::{LongMessages, SmscConfig};
-use otpgate::phone::PhonePolicy;
-use otpgate::smpp::session::{BindContext, run_bind};
-use otpgate::smpp::{DeliveryEvent, OutboundSms, SmscStatus};
+use otpgate::smpp::DeliveryEvent;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
 
-struct Bind {
-    jobs: async_channel::Sender<OutboundSms>,
-    events: mpsc::UnboundedReceiver<DeliveryEvent>,
-    status: Arc<SmscStatus>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn bind_to(addr: &str, mode: LongMessages) -> Bind {
-    let (jobs_tx, jobs_rx) = async_channel::bounded(10_000);
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let status = SmscStatus::new("sim");
-    let stop = CancellationToken::new();
-    let ctx = BindContext {
-        config: Arc::new(SmscConfig {
-            name: "sim".into(),
-            window: 64,
-            long_messages: mode,
-            response_timeout: Duration::from_secs(2),
-            ..Default::default()
-        }),
-        address: addr.to_owned(),
-        status: status.clone(),
-        jobs: jobs_rx,
-        events: ev_tx,
-        shutdown: stop.clone(),
-        shutdown_grace: Duration::from_secs(2),
+    let smsc = SmscConfig {
+        name: "sim".into(),
+        window: 64,
+        long_messages: mode,
+        response_timeout: Duration::from_secs(2),
+        ..Default::default()
     };
-    let task = tokio::spawn(run_bind(ctx, 0));
-    for _ in 0..200 {
-        if status.is_bound() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(status.is_bound(), "bound within 2 s");
-    Bind {
-        jobs: jobs_tx,
-        events: ev_rx,
-        status,
-        stop,
-        task,
-    }
+    start_bind(addr, smsc, true).await
 }
 
-fn sms(id: usize, to: &str, text: String) -> OutboundSms {
-    let phones = PhonePolicy::new("MO", &[]).unwrap();
-    OutboundSms {
-        message_id: format!("msg_{id}"),
-        destination: phones.parse(to).unwrap(),
-        text,
-        expires_at_ms: otpgate::clock::system_now_ms() + 300_000,
-    }
+fn sms(id: usize, to: &str, text: String) -> otpgate::outbox::Job {
+    text_job(id, to, text)
 }
 
 /// Random texts mixing GSM letters, extension characters, CJK, Vietnamese and emoji, long
@@ -102,8 +57,8 @@ async fn reassembles_exactly(mode: LongMessages) {
     let mut bind = bind_to(&sim.addr().to_string(), mode).await;
     let texts = texts(60);
     for (i, t) in texts.iter().enumerate() {
-        bind.jobs
-            .send(sms(i, &format!("+8536610{i:04}"), t.clone()))
+        bind.outbox
+            .push(sms(i, &format!("+8536610{i:04}"), t.clone()))
             .await
             .unwrap();
     }
@@ -177,20 +132,20 @@ async fn part_sizes_are_153_gsm_and_67_ucs2() {
     let sim = start_sim().await;
     let mut rx = sim.subscribe();
     let bind = bind_to(&sim.addr().to_string(), LongMessages::Udh).await;
-    bind.jobs
-        .send(sms(1, "+85366100001", "x".repeat(160)))
+    bind.outbox
+        .push(sms(1, "+85366100001", "x".repeat(160)))
         .await
         .unwrap();
-    bind.jobs
-        .send(sms(2, "+85366100002", "x".repeat(161)))
+    bind.outbox
+        .push(sms(2, "+85366100002", "x".repeat(161)))
         .await
         .unwrap();
-    bind.jobs
-        .send(sms(3, "+85366100003", "驗".repeat(70)))
+    bind.outbox
+        .push(sms(3, "+85366100003", "驗".repeat(70)))
         .await
         .unwrap();
-    bind.jobs
-        .send(sms(4, "+85366100004", "驗".repeat(135)))
+    bind.outbox
+        .push(sms(4, "+85366100004", "驗".repeat(135)))
         .await
         .unwrap();
     let mut parts = HashMap::new();
@@ -228,8 +183,8 @@ async fn malformed_pdu_gets_generic_nack_and_the_session_lives_on() {
         2,
         "both answered with generic_nack"
     );
-    bind.jobs
-        .send(sms(1, "+85366100009", "still alive".into()))
+    bind.outbox
+        .push(sms(1, "+85366100009", "still alive".into()))
         .await
         .unwrap();
     let m = next_message(&mut rx).await;

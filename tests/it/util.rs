@@ -298,3 +298,80 @@ macro_rules! both_stores {
         )*
     };
 }
+
+/// One SMPP bind driven directly (no HTTP): jobs go into its outbox, events come out.
+pub struct Bind {
+    pub outbox: otpgate::outbox::Outbox,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<otpgate::smpp::DeliveryEvent>,
+    pub status: std::sync::Arc<otpgate::smpp::SmscStatus>,
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts one bind to `addr` with this SMSC config; waits up to 2 s for it to be bound when
+/// `wait_bound`.
+pub async fn start_bind(addr: &str, smsc: otpgate::config::SmscConfig, wait_bound: bool) -> Bind {
+    use otpgate::outbox::{Composer, Outbox, Routing, memory::MemoryOutbox};
+    use otpgate::smpp::SmscStatus;
+    use otpgate::smpp::session::{BindContext, run_bind, throughput_limiter};
+    use std::sync::Arc;
+    let outbox = Outbox::Memory(Arc::new(MemoryOutbox::new(100_000)));
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let status = SmscStatus::new(&smsc.name);
+    let routing = Arc::new(Routing::new(
+        std::slice::from_ref(&smsc),
+        std::slice::from_ref(&status),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let composer = Arc::new(Composer {
+        codes: otpgate::otp::codes::CodeDeriver::new([9; 32]),
+        templates: otpgate::sms::Templates::load("One Account", "", None).unwrap(),
+    });
+    let ctx = BindContext {
+        address: addr.to_owned(),
+        status: status.clone(),
+        outbox: outbox.clone(),
+        routes: routing.smscs[0].routes.clone(),
+        routing,
+        composer,
+        limiter: throughput_limiter(smsc.throughput),
+        events: ev_tx,
+        shutdown: stop.clone(),
+        shutdown_grace: Duration::from_secs(2),
+        config: Arc::new(smsc),
+    };
+    let task = tokio::spawn(run_bind(ctx, 0));
+    if wait_bound {
+        for _ in 0..200 {
+            if status.is_bound() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(status.is_bound(), "bound within 2 s");
+    }
+    Bind {
+        outbox,
+        events: ev_rx,
+        status,
+        stop,
+        task,
+    }
+}
+
+/// A plain-text job to `to` (E.164) on the default route.
+pub fn text_job(id: usize, to: &str, text: String) -> otpgate::outbox::Job {
+    let phones = otpgate::phone::PhonePolicy::new("MO", &[]).unwrap();
+    otpgate::outbox::Job {
+        message_id: format!("msg_{id}"),
+        destination: phones.parse(to).unwrap(),
+        body: otpgate::outbox::Body::Text { text },
+        expires_at_ms: otpgate::clock::system_now_ms() + 300_000,
+        priority: otpgate::outbox::Priority::Notification,
+        route: String::new(),
+        attempts: 0,
+        avoid: None,
+        not_before_ms: 0,
+        receipt: None,
+    }
+}

@@ -1,0 +1,248 @@
+//! The outbox: SMS accepted for delivery and not yet settled, by route and priority.
+//!
+//! Every SMPP session takes its work here ([`Outbox::next`]), code SMS before notifications,
+//! from the routes its SMSC serves; a message is settled ([`Outbox::done`]) once an SMSC
+//! accepted or refused it for good, or its validity ended. A message a session could not get
+//! accepted goes back ([`Outbox::release`]), possibly after a delay and avoiding the SMSC that
+//! failed, so that another SMSC of the route takes it.
+//!
+//! Nothing here holds a code: a code SMS is queued as its verification's id (and the text's
+//! parameters), and its text is rendered by the session with the server key when it is sent.
+//!
+//! Implementations: [`memory::MemoryOutbox`] (in-process; with the memory store).
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::otp::codes::CodeDeriver;
+use crate::phone::Phone;
+use crate::sms::{Locale, Templates};
+
+/// Code SMS go before notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Code,
+    Notification,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 2] = [Priority::Code, Priority::Notification];
+
+    pub fn index(self) -> usize {
+        match self {
+            Priority::Code => 0,
+            Priority::Notification => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Code => "code",
+            Priority::Notification => "notification",
+        }
+    }
+}
+
+/// What the SMS says, without any code in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// A verification code SMS; the code is derived from `verification_id` when rendered.
+    Code {
+        verification_id: String,
+        digits: u8,
+        locale: Locale,
+        ttl_secs: u64,
+    },
+    /// A text given as is (notifications, notices).
+    Text { text: String },
+}
+
+/// One message waiting for an SMSC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Our id (`msg_…`).
+    pub message_id: String,
+    pub destination: Phone,
+    pub body: Body,
+    /// Unix ms after which the message must not be submitted.
+    pub expires_at_ms: i64,
+    pub priority: Priority,
+    /// The route prefix it goes by (`""`: the default route).
+    pub route: String,
+    /// Earlier tries that failed (for backoff).
+    pub attempts: u32,
+    /// An SMSC not to use for this try when another of the route is bound.
+    pub avoid: Option<String>,
+    /// Unix ms before which it should not be taken (a retry's backoff).
+    pub not_before_ms: i64,
+    /// Implementation detail of the outbox (the Redis stream entry id).
+    #[serde(skip)]
+    pub receipt: Option<String>,
+}
+
+/// Renders a job's text.
+pub struct Composer {
+    pub codes: CodeDeriver,
+    pub templates: Templates,
+}
+
+impl Composer {
+    pub fn render(&self, body: &Body) -> String {
+        match body {
+            Body::Code {
+                verification_id,
+                digits,
+                locale,
+                ttl_secs,
+            } => {
+                let code = self.codes.numeric("otp", verification_id, *digits);
+                self.templates.code_sms(*locale, &code, *ttl_secs)
+            }
+            Body::Text { text } => text.clone(),
+        }
+    }
+}
+
+/// Why the outbox could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backing store did not answer.
+    #[error("outbox unavailable: {0}")]
+    Unavailable(String),
+    /// The in-process queue is at capacity.
+    #[error("outbox full")]
+    Full,
+}
+
+/// One SMSC as routing sees it.
+pub struct SmscRoutes {
+    pub status: Arc<crate::smpp::SmscStatus>,
+    /// Its prefixes, or `[""]` when it has none (it takes the rest).
+    pub routes: Vec<String>,
+    pub long_messages: crate::config::LongMessages,
+}
+
+/// Which SMSCs serve which routes, and which are bound now (for `avoid`).
+pub struct Routing {
+    /// Every configured prefix, longest first.
+    prefixes: Vec<String>,
+    pub smscs: Vec<SmscRoutes>,
+}
+
+impl Routing {
+    pub fn new(
+        config: &[crate::config::SmscConfig],
+        statuses: &[Arc<crate::smpp::SmscStatus>],
+    ) -> Routing {
+        let mut prefixes: Vec<String> = config
+            .iter()
+            .flat_map(|c| c.routes.iter().cloned())
+            .collect();
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        prefixes.dedup();
+        let smscs = config
+            .iter()
+            .zip(statuses)
+            .map(|(c, s)| SmscRoutes {
+                status: s.clone(),
+                routes: if c.routes.is_empty() {
+                    vec![String::new()]
+                } else {
+                    c.routes.clone()
+                },
+                long_messages: c.long_messages,
+            })
+            .collect();
+        Routing { prefixes, smscs }
+    }
+
+    /// The longest configured prefix matching `phone`, or `""` (SMSCs without routes).
+    pub fn route_of(&self, phone: &Phone) -> String {
+        self.prefixes
+            .iter()
+            .find(|p| phone.e164().starts_with(p.as_str()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether an SMSC other than `name` that takes `route` is bound.
+    pub fn other_bound(&self, route: &str, name: &str) -> bool {
+        self.smscs.iter().any(|s| {
+            &*s.status.name != name && s.status.is_bound() && s.routes.iter().any(|x| x == route)
+        })
+    }
+
+    /// How long texts on `route` are sent (its first SMSC's `long_messages`).
+    pub fn long_messages_of(&self, route: &str) -> crate::config::LongMessages {
+        self.smscs
+            .iter()
+            .find(|s| s.routes.iter().any(|x| x == route))
+            .map(|s| s.long_messages)
+            .unwrap_or(crate::config::LongMessages::Udh)
+    }
+}
+
+/// The configured outbox.
+#[derive(Clone)]
+pub enum Outbox {
+    Memory(Arc<memory::MemoryOutbox>),
+}
+
+impl Outbox {
+    /// Queues a new message.
+    pub async fn push(&self, job: Job) -> Result<(), Error> {
+        match self {
+            Outbox::Memory(m) => m.push(job),
+        }
+    }
+
+    /// The next message for an SMSC taking `routes` (code SMS first), waiting until one comes.
+    /// Cancel-safe: a message is handed out only when this returns.
+    pub async fn next(&self, routes: &[String], smsc: &str, routing: &Routing) -> Job {
+        match self {
+            Outbox::Memory(m) => m.next(routes, smsc, routing).await,
+        }
+    }
+
+    /// The message is settled (accepted, refused for good, or expired).
+    pub async fn done(&self, job: &Job) {
+        match self {
+            Outbox::Memory(_) => {
+                let _ = job;
+            }
+        }
+    }
+
+    /// The message goes back to be taken again (after `not_before_ms`, by another SMSC when
+    /// `avoid` is set and another is bound).
+    pub async fn release(&self, job: Job) {
+        match self {
+            Outbox::Memory(m) => m.release(job),
+        }
+    }
+
+    /// Messages waiting, by priority.
+    pub async fn depth(&self) -> [usize; 2] {
+        match self {
+            Outbox::Memory(m) => m.depth(),
+        }
+    }
+
+    /// Whether nothing waits for any of `routes` (for the shutdown drain).
+    pub async fn is_empty_for(&self, routes: &[String]) -> bool {
+        match self {
+            Outbox::Memory(m) => m.is_empty_for(routes),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        match self {
+            Outbox::Memory(m) => m.is_full(),
+        }
+    }
+}
