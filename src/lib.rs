@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod ids;
+pub mod messages;
 pub mod otp;
 pub mod outbox;
 pub mod phone;
@@ -222,6 +223,11 @@ pub async fn run(
         clients: Arc::new(api::Clients::from_config(&config)),
         phones: Arc::new(phones),
         verifications: Arc::new(verifications),
+        messages: Arc::new(messages::Messages {
+            store: store.clone(),
+            outbox: outbox.clone(),
+            routing: routing.clone(),
+        }),
         store: store.clone(),
         smscs: Arc::new(statuses),
         outbox: outbox.clone(),

@@ -2,6 +2,7 @@
 //! One file per resource, each exporting `router()`.
 
 pub mod error;
+pub mod messages;
 pub mod ops;
 pub mod verifications;
 
@@ -33,6 +34,7 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     pub phones: Arc<PhonePolicy>,
     pub verifications: Arc<Verifications>,
+    pub messages: Arc<crate::messages::Messages>,
     pub store: AnyStore,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
     pub outbox: crate::outbox::Outbox,
@@ -205,6 +207,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     Router::new()
         .merge(verifications::router())
+        .merge(messages::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

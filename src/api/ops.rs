@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::verifications;
+use super::{messages, verifications};
 use crate::store::Store;
 
 pub fn router() -> Router<AppState> {
@@ -103,11 +103,13 @@ impl Modify for BearerAuth {
     info(title = "otpgate", description = "SMS and one-time-code gateway"),
     paths(
         verifications::create, verifications::show, verifications::resend, verifications::check,
+        messages::create, messages::show,
         healthz, readyz, metrics,
     ),
     components(schemas(
         verifications::CreateVerification, verifications::CheckCode, verifications::Context,
         verifications::VerificationView, verifications::CheckResult, Readiness,
+        messages::CreateMessage, messages::MessageAccepted, messages::MessageView,
         crate::purpose::Purpose, crate::store::Status, crate::store::DeliveryStatus,
     )),
     modifiers(&BearerAuth)

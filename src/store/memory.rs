@@ -171,6 +171,14 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
+    async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
+        // The sweep keeps messages until RETENTION_AFTER_EXPIRY_MS past their stored time.
+        let expiry = keep_until_ms - RETENTION_AFTER_EXPIRY_MS;
+        self.messages
+            .with(&msg.id, |m| m.insert(msg.id.clone(), (msg.clone(), expiry)));
+        Ok(())
+    }
+
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
         Ok(self
             .messages

@@ -250,6 +250,13 @@ pub trait Store: Send + Sync + 'static {
         msg: &MessageRecord,
     ) -> impl Future<Output = Result<ResendOutcome, Error>> + Send;
 
+    /// Stores a message that no verification owns (a notification), kept until `keep_until_ms`.
+    fn create_message(
+        &self,
+        msg: &MessageRecord,
+        keep_until_ms: i64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     fn get_message(
         &self,
         id: &str,
@@ -314,6 +321,9 @@ impl Store for AnyStore {
         msg: &MessageRecord,
     ) -> Result<ResendOutcome, Error> {
         dispatch!(self, s => s.resend_verification(client, id, now_ms, msg).await)
+    }
+    async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
+        dispatch!(self, s => s.create_message(msg, keep_until_ms).await)
     }
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
         dispatch!(self, s => s.get_message(id).await)

@@ -442,6 +442,25 @@ impl Store for RedisStore {
         })
     }
 
+    async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
+        let key = self.msg_key(&msg.id).ok_or_else(|| Error::Corrupt {
+            key: msg.id.clone(),
+            reason: "malformed id".into(),
+        })?;
+        let ttl = (keep_until_ms - msg.created_at_ms).max(1000);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HSET").arg(&key);
+        for (k, v) in msg_fields(msg) {
+            pipe.arg(k).arg(v);
+        }
+        pipe.ignore().cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+        match &self.conn {
+            Conn::Single(c) => pipe.query_async::<()>(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async::<()>(&mut c.clone()).await,
+        }
+        .map_err(unavailable)
+    }
+
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
         let Some(key) = self.msg_key(id) else {
             return Ok(None);

@@ -5,6 +5,7 @@
 mod util;
 
 mod daemon;
+mod messages;
 mod ops;
 mod smpp;
 mod verifications;

@@ -133,16 +133,33 @@ impl TestDaemon {
         Self::start_with(backend, start_sim().await, "", |_| {}).await
     }
 
+    /// A daemon bound to nothing yet: its SMSC is at `smsc_addr`, where nothing listens.
+    pub async fn start_unready(backend: Backend, sim: SimHandle, smsc_addr: &str) -> TestDaemon {
+        Self::launch(backend, sim, smsc_addr, "", |_| {}, false).await
+    }
+
     pub async fn start_with(
         backend: Backend,
         sim: SimHandle,
         extra_smsc: &str,
         tweak: impl FnOnce(&mut Config),
     ) -> TestDaemon {
+        let addr = sim.addr().to_string();
+        Self::launch(backend, sim, &addr, extra_smsc, tweak, true).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        sim: SimHandle,
+        smsc_addr: &str,
+        extra_smsc: &str,
+        tweak: impl FnOnce(&mut Config),
+        wait_ready: bool,
+    ) -> TestDaemon {
         if backend == Backend::Redis {
             require_redis().await;
         }
-        let toml = config_toml(backend, &sim.addr().to_string(), extra_smsc);
+        let toml = config_toml(backend, smsc_addr, extra_smsc);
         let mut config =
             Config::from_toml(&toml, std::path::Path::new("test.toml")).expect("test config");
         tweak(&mut config);
@@ -176,8 +193,29 @@ impl TestDaemon {
             stop: Some(tx),
             task: Some(task),
         };
-        d.wait_ready().await;
+        if wait_ready {
+            d.wait_ready().await;
+        } else {
+            d.wait_listening().await;
+        }
         d
+    }
+
+    /// Waits until the HTTP API answers at all.
+    pub async fn wait_listening(&self) {
+        for _ in 0..200 {
+            if self
+                .http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("daemon not listening within 5 s");
     }
 
     /// Waits until `/readyz` is 200 (store up, SMSC bound).

@@ -1,0 +1,96 @@
+//! Notification SMS (contract §3.6): a text to a number, queued behind code SMS.
+
+use std::sync::Arc;
+
+use crate::ids;
+use crate::outbox::{Body, Job, Outbox, Priority, Routing};
+use crate::phone::Phone;
+use crate::sms;
+use crate::store::{
+    self, AnyStore, DeliveryStatus, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Store,
+};
+
+/// How long a notification may wait for an SMSC before it is `expired` instead of sent.
+pub const NOTIFICATION_VALIDITY_MS: i64 = 24 * 3600 * 1000;
+
+/// The longest notification text accepted, in characters.
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Unknown, or not visible to this client.
+    #[error("message not found")]
+    NotFound,
+    /// The outbox refused it (full or unavailable).
+    #[error("outbox: {0}")]
+    Outbox(#[from] crate::outbox::Error),
+}
+
+pub struct Messages {
+    pub store: AnyStore,
+    pub outbox: Outbox,
+    pub routing: Arc<Routing>,
+}
+
+impl Messages {
+    /// Queues a notification; the record says how it will be encoded and in how many parts.
+    pub async fn send(
+        &self,
+        client: &str,
+        to: Phone,
+        text: String,
+        now_ms: i64,
+    ) -> Result<MessageRecord, Error> {
+        if self.outbox.is_full() {
+            return Err(Error::Outbox(crate::outbox::Error::Full));
+        }
+        let seg = sms::split(&text);
+        let route = self.routing.route_of(&to);
+        let parts = match self.routing.long_messages_of(&route) {
+            crate::config::LongMessages::Payload => 1,
+            _ => seg.parts.len() as u32,
+        };
+        let id = ids::new_id("msg", &ids::random_tag());
+        let expires_at_ms = now_ms + NOTIFICATION_VALIDITY_MS;
+        let record = MessageRecord {
+            id: id.clone(),
+            client: client.to_owned(),
+            owner: String::new(),
+            status: DeliveryStatus::Queued,
+            encoding: seg.coding.as_str().to_owned(),
+            parts,
+            created_at_ms: now_ms,
+            submitted_at_ms: None,
+            delivered_at_ms: None,
+            error: None,
+        };
+        self.store
+            .create_message(&record, expires_at_ms + RETENTION_AFTER_EXPIRY_MS)
+            .await?;
+        let job = Job {
+            message_id: id,
+            destination: to,
+            body: Body::Text { text },
+            expires_at_ms,
+            priority: Priority::Notification,
+            route,
+            attempts: 0,
+            avoid: None,
+            not_before_ms: 0,
+            receipt: None,
+        };
+        self.outbox.push(job).await?;
+        metrics::counter!("otpgate_messages_total", "outcome" => "queued").increment(1);
+        Ok(record)
+    }
+
+    /// The message, when `client` created it or the object that sent it.
+    pub async fn get(&self, client: &str, id: &str) -> Result<MessageRecord, Error> {
+        match self.store.get_message(id).await? {
+            Some(m) if m.client == client => Ok(m),
+            _ => Err(Error::NotFound),
+        }
+    }
+}
