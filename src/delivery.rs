@@ -1,145 +1,248 @@
 //! Applies what the SMPP sessions report to the stored messages: submitted, failed, expired,
-//! and delivery receipts (correlated from the SMSC's message id back to ours).
+//! and delivery receipts.
+//!
+//! Receipts are matched through the store ([`Store::correlate`], [`Store::match_receipt`]), so
+//! a receipt finds its message whichever bind — or whichever instance sharing the Redis —
+//! receives it, and whether it arrives before or after the `submit_sm_resp` was processed.
+//! A code SMS that comes back `UNDELIV`/`REJECTD` while its code is alive goes once more,
+//! avoiding the SMSC that failed, when its route has another SMSC.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::outbox::{Body, Job, Outbox, Priority, Routing};
 use crate::smpp::DeliveryEvent;
-use crate::store::{AnyStore, DeliveryStatus, MessageUpdate, Store};
+use crate::store::{
+    AnyStore, DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status, Store,
+};
 
-/// Receipt correlation: (SMSC, normalised SMSC message id) → (our message id, parts).
-struct Correlation {
-    map: HashMap<(String, String), (String, usize, Instant)>,
-    /// Per message: parts delivered so far.
-    delivered_parts: HashMap<String, usize>,
+pub struct Tracker {
+    pub store: AnyStore,
+    pub outbox: Outbox,
+    pub routing: Arc<Routing>,
 }
 
-/// The SMSC may write the id it gave us in hex or decimal, with or without leading zeros:
-/// compare ids by value when they are numbers.
-pub fn normalise_id(id: &str) -> String {
-    let t = id.trim();
-    let stripped = t.trim_start_matches('0');
-    if stripped.is_empty() && !t.is_empty() {
-        return "0".into();
+/// The message status a final receipt stat means; `None` for intermediate ones.
+pub fn status_of_stat(stat: &str) -> Option<DeliveryStatus> {
+    match stat {
+        "DELIVRD" => Some(DeliveryStatus::Delivered),
+        "UNDELIV" | "REJECTD" => Some(DeliveryStatus::Undeliverable),
+        "EXPIRED" => Some(DeliveryStatus::Expired),
+        "ACCEPTD" | "ENROUTE" => None,
+        // DELETED, UNKNOWN, and anything an SMSC invents.
+        _ => Some(DeliveryStatus::Failed),
     }
-    stripped.to_ascii_lowercase()
 }
 
 /// Runs until every session is gone (the channel closes).
-pub async fn run(store: AnyStore, mut events: mpsc::UnboundedReceiver<DeliveryEvent>) {
-    let mut c = Correlation {
-        map: HashMap::new(),
-        delivered_parts: HashMap::new(),
-    };
-    let mut last_sweep = Instant::now();
+pub async fn run(tracker: Tracker, mut events: mpsc::UnboundedReceiver<DeliveryEvent>) {
     while let Some(ev) = events.recv().await {
+        if let Err(e) = tracker.apply(ev).await {
+            tracing::warn!(error = %e, "could not record a delivery event");
+        }
+    }
+}
+
+impl Tracker {
+    async fn apply(&self, ev: DeliveryEvent) -> Result<(), crate::store::Error> {
         let now_ms = crate::clock::system_now_ms();
-        let (id, update) = match ev {
+        match ev {
             DeliveryEvent::Submitted {
                 message_id,
                 smsc,
                 smsc_message_ids,
             } => {
-                let parts = smsc_message_ids.len();
-                for sid in smsc_message_ids {
-                    c.map.insert(
-                        (smsc.to_string(), normalise_id(&sid)),
-                        (message_id.clone(), parts, Instant::now()),
-                    );
-                }
                 metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted").increment(1);
-                (
-                    message_id,
-                    MessageUpdate {
-                        status: DeliveryStatus::Submitted,
-                        at_ms: now_ms,
-                        error: None,
-                    },
-                )
+                self.store
+                    .update_message(
+                        &message_id,
+                        &MessageUpdate {
+                            status: DeliveryStatus::Submitted,
+                            at_ms: now_ms,
+                            error: None,
+                        },
+                    )
+                    .await?;
+                let parts = smsc_message_ids.len() as u32;
+                let early = self
+                    .store
+                    .correlate(&smsc, &smsc_message_ids, &message_id, now_ms)
+                    .await?;
+                for stat in early {
+                    self.final_receipt(&smsc, &message_id, parts, &stat).await?;
+                }
             }
             DeliveryEvent::Failed { message_id, error } => {
                 metrics::counter!("otpgate_sms_total", "smsc" => "", "status" => "failed")
                     .increment(1);
-                (
-                    message_id,
-                    MessageUpdate {
-                        status: DeliveryStatus::Failed,
-                        at_ms: now_ms,
-                        error: Some(error),
-                    },
-                )
+                self.store
+                    .update_message(
+                        &message_id,
+                        &MessageUpdate {
+                            status: DeliveryStatus::Failed,
+                            at_ms: now_ms,
+                            error: Some(error),
+                        },
+                    )
+                    .await?;
             }
             DeliveryEvent::Expired { message_id } => {
                 metrics::counter!("otpgate_sms_total", "smsc" => "", "status" => "expired")
                     .increment(1);
-                (
-                    message_id,
-                    MessageUpdate {
-                        status: DeliveryStatus::Expired,
-                        at_ms: now_ms,
-                        error: None,
-                    },
-                )
+                self.store
+                    .update_message(
+                        &message_id,
+                        &MessageUpdate {
+                            status: DeliveryStatus::Expired,
+                            at_ms: now_ms,
+                            error: Some("validity ended before an SMSC accepted it".into()),
+                        },
+                    )
+                    .await?;
             }
             DeliveryEvent::Receipt {
                 smsc,
                 smsc_message_id,
                 stat,
             } => {
-                let key = (smsc.to_string(), normalise_id(&smsc_message_id));
-                let Some((message_id, parts, _)) = c.map.get(&key).cloned() else {
-                    tracing::debug!(smsc = %smsc, "receipt for an unknown message id");
-                    continue;
-                };
-                let status = match stat.as_str() {
-                    "DELIVRD" => DeliveryStatus::Delivered,
-                    "UNDELIV" | "REJECTD" => DeliveryStatus::Undeliverable,
-                    "EXPIRED" => DeliveryStatus::Expired,
-                    "DELETED" | "UNKNOWN" => DeliveryStatus::Failed,
-                    _ => continue, // ACCEPTD, ENROUTE: still submitted
-                };
-                c.map.remove(&key);
-                if status == DeliveryStatus::Delivered {
-                    let n = c.delivered_parts.entry(message_id.clone()).or_insert(0);
-                    *n += 1;
-                    if *n < parts {
-                        continue;
-                    }
-                    c.delivered_parts.remove(&message_id);
+                if status_of_stat(&stat).is_none() {
+                    return Ok(());
                 }
-                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => status.as_str()).increment(1);
-                let error =
-                    (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}"));
-                (
-                    message_id,
-                    MessageUpdate {
-                        status,
-                        at_ms: now_ms,
-                        error,
-                    },
-                )
+                match self
+                    .store
+                    .match_receipt(&smsc, &smsc_message_id, &stat, now_ms)
+                    .await?
+                {
+                    Some((message_id, parts)) => {
+                        self.final_receipt(&smsc, &message_id, parts, &stat).await?
+                    }
+                    None => {
+                        tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
+                    }
+                }
             }
+        }
+        Ok(())
+    }
+
+    async fn final_receipt(
+        &self,
+        smsc: &str,
+        message_id: &str,
+        parts: u32,
+        stat: &str,
+    ) -> Result<(), crate::store::Error> {
+        let Some(status) = status_of_stat(stat) else {
+            return Ok(());
         };
-        if let Err(e) = store.update_message(&id, &update).await {
-            tracing::warn!(message_id = %id, error = %e, "could not record message status");
+        let now_ms = crate::clock::system_now_ms();
+        let resend_job = if status == DeliveryStatus::Undeliverable {
+            self.resend_job(smsc, message_id, now_ms).await?
+        } else {
+            None
+        };
+        let outcome = self
+            .store
+            .record_part(
+                message_id,
+                &PartReceipt {
+                    parts,
+                    status,
+                    error: (status != DeliveryStatus::Delivered)
+                        .then(|| format!("receipt stat {stat}")),
+                    resend: resend_job.is_some(),
+                    at_ms: now_ms,
+                },
+            )
+            .await?;
+        match outcome {
+            PartOutcome::Pending => {}
+            PartOutcome::Final(s) => {
+                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_owned(), "status" => s.as_str()).increment(1);
+            }
+            PartOutcome::Resend => {
+                if let Some(job) = resend_job {
+                    metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_owned())
+                        .increment(1);
+                    tracing::info!(smsc = %smsc, message_id = %message_id, "undeliverable code SMS sent again via another SMSC");
+                    if let Err(e) = self.outbox.push(job).await {
+                        tracing::warn!(message_id = %message_id, error = %e, "could not queue the re-send");
+                    }
+                }
+            }
         }
-        if last_sweep.elapsed() > Duration::from_secs(60) {
-            last_sweep = Instant::now();
-            c.map
-                .retain(|_, (_, _, at)| at.elapsed() < Duration::from_secs(3 * 24 * 3600));
+        Ok(())
+    }
+
+    /// The job to send an undeliverable code SMS again, when its code is alive and its route
+    /// has an SMSC other than `smsc`.
+    async fn resend_job(
+        &self,
+        smsc: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Job>, crate::store::Error> {
+        let Some(rec) = self.store.get_message(message_id).await? else {
+            return Ok(None);
+        };
+        if !rec.owner.starts_with("ver_") {
+            return Ok(None);
         }
+        let Some(v) = self.store.get_verification(&rec.client, &rec.owner).await? else {
+            return Ok(None);
+        };
+        if v.status_at(now_ms) != Status::Pending || v.message_id != message_id {
+            return Ok(None);
+        }
+        let route = self.routing.route_of(&v.phone);
+        let other = self
+            .routing
+            .smscs
+            .iter()
+            .any(|s| &*s.status.name != smsc && s.routes.iter().any(|r| *r == route));
+        if !other {
+            return Ok(None);
+        }
+        Ok(Some(Job {
+            message_id: message_id.to_owned(),
+            destination: v.phone.clone(),
+            body: Body::Code {
+                verification_id: v.id.clone(),
+                digits: v.digits,
+                locale: v.locale,
+                ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
+            },
+            expires_at_ms: v.expires_at_ms,
+            priority: Priority::Code,
+            route,
+            attempts: 0,
+            avoid: Some(smsc.to_owned()),
+            not_before_ms: 0,
+            receipt: None,
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::normalise_id;
+    use super::*;
 
     #[test]
-    fn ids_compare_without_leading_zeros_or_case() {
-        assert_eq!(normalise_id("000A1F"), normalise_id("a1f"));
-        assert_eq!(normalise_id("0"), "0");
+    fn receipt_stats_map_to_contract_statuses() {
+        assert_eq!(status_of_stat("DELIVRD"), Some(DeliveryStatus::Delivered));
+        assert_eq!(
+            status_of_stat("UNDELIV"),
+            Some(DeliveryStatus::Undeliverable)
+        );
+        assert_eq!(
+            status_of_stat("REJECTD"),
+            Some(DeliveryStatus::Undeliverable)
+        );
+        assert_eq!(status_of_stat("EXPIRED"), Some(DeliveryStatus::Expired));
+        assert_eq!(status_of_stat("DELETED"), Some(DeliveryStatus::Failed));
+        assert_eq!(status_of_stat("UNKNOWN"), Some(DeliveryStatus::Failed));
+        assert_eq!(status_of_stat("ENROUTE"), None);
+        assert_eq!(status_of_stat("ACCEPTD"), None);
     }
 }

@@ -203,7 +203,14 @@ pub async fn run(
         }
     }
     drop(events_tx);
-    let delivery = tokio::spawn(delivery::run(store.clone(), events_rx));
+    let delivery = tokio::spawn(delivery::run(
+        delivery::Tracker {
+            store: store.clone(),
+            outbox: outbox.clone(),
+            routing: routing.clone(),
+        },
+        events_rx,
+    ));
 
     let phones = phone::PhonePolicy::new(
         &config.phone.default_region,

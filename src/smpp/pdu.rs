@@ -351,13 +351,14 @@ pub fn receipt_deliver_sm(
     to: &str,
     submit_date: &str,
     done_date: &str,
+    with_tlvs: bool,
 ) -> DeliverSm {
     let err = if stat == "DELIVRD" { "000" } else { "001" };
     let dlvrd = if stat == "DELIVRD" { "001" } else { "000" };
     let text = format!(
         "id:{smsc_message_id} sub:001 dlvrd:{dlvrd} submit date:{submit_date} done date:{done_date} stat:{stat} err:{err} text:"
     );
-    DeliverSm::builder()
+    let b = DeliverSm::builder()
         .source_addr_ton(Ton::International)
         .source_addr_npi(Npi::Isdn)
         .source_addr(coctet(to))
@@ -366,14 +367,18 @@ pub fn receipt_deliver_sm(
         .destination_addr(coctet(from))
         .esm_class(EsmClass::from(0x04))
         .data_coding(DataCoding::from(0))
-        .short_message(octets(text.as_bytes()))
-        .push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(coctet(
+        .short_message(octets(text.as_bytes()));
+    if with_tlvs {
+        b.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(coctet(
             smsc_message_id,
         )))
         .push_tlv(MessageDeliveryRequestTlvValue::MessageState(
             message_state_of(stat),
         ))
         .build()
+    } else {
+        b.build()
+    }
 }
 
 #[cfg(test)]

@@ -77,8 +77,8 @@ struct Shared {
     events: broadcast::Sender<Received>,
     conns: Mutex<HashMap<u64, mpsc::Sender<BytesMut>>>,
     next_conn: AtomicU64,
-    /// Status to answer submit_sm with, instead of OK (0 = OK).
-    submit_status: AtomicU32,
+    behavior: Mutex<Arc<Behavior>>,
+    receipt_seq: AtomicU32,
     generic_nacks: AtomicU64,
     binds: AtomicU64,
     submits: AtomicU64,
@@ -127,7 +127,16 @@ impl SimHandle {
 
     /// Answer every submit_sm with this status from now on (0 = OK).
     pub fn set_submit_status(&self, status: u32) {
-        self.inner.submit_status.store(status, Ordering::Relaxed);
+        self.update(|b| b.submit_status = status);
+    }
+
+    /// Changes how the simulator behaves from now on.
+    pub fn update(&self, f: impl FnOnce(&mut Behavior)) {
+        if let Ok(mut g) = self.inner.behavior.lock() {
+            let mut b = (**g).clone();
+            f(&mut b);
+            *g = Arc::new(b);
+        }
     }
 
     /// Writes raw bytes to every connected ESME (to send malformed PDUs).
@@ -158,6 +167,75 @@ impl SimHandle {
     }
 }
 
+/// How message ids are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdFormat {
+    /// Upper-case hex, `1A2B`.
+    #[default]
+    Hex,
+    /// Decimal, `6699`.
+    Decimal,
+    /// Upper-case hex padded with zeros to 10 characters, `0000001A2B`.
+    PaddedHex,
+    /// Decimal padded with zeros to 10 characters.
+    PaddedDecimal,
+}
+
+impl IdFormat {
+    fn write(self, n: u64) -> String {
+        match self {
+            IdFormat::Hex => format!("{n:X}"),
+            IdFormat::Decimal => n.to_string(),
+            IdFormat::PaddedHex => format!("{n:010X}"),
+            IdFormat::PaddedDecimal => format!("{n:010}"),
+        }
+    }
+}
+
+/// Fault and format settings, changed at run time through [`SimHandle::update`].
+#[derive(Debug, Clone, Default)]
+pub struct Behavior {
+    /// Answer every submit_sm with this status (0 = accept).
+    pub submit_status: u32,
+    /// Answer this share of submits (percent) with ESME_RTHROTTLED.
+    pub throttle_percent: u8,
+    /// Accept submits without ever answering (to provoke response timeouts).
+    pub ignore_submits: bool,
+    /// How submit_sm_resp writes the message id.
+    pub id_format: IdFormat,
+    /// How the receipt writes the same id.
+    pub receipt_id_format: IdFormat,
+    /// Send the receipt before the submit_sm_resp.
+    pub receipt_before_resp: bool,
+    /// Send the receipt on another bind of the same SMSC when there is one.
+    pub receipt_on_other_bind: bool,
+    /// Receipt stat per destination (default `DELIVRD`).
+    pub stat_for: HashMap<String, String>,
+    /// Leave the receipted_message_id / message_state TLVs out: only the receipt text.
+    pub receipt_text_only: bool,
+}
+
+impl Shared {
+    fn behavior(&self) -> Arc<Behavior> {
+        self.behavior.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    fn next_seq(&self) -> u32 {
+        let s = self.receipt_seq.fetch_add(1, Ordering::Relaxed);
+        (s % 0x7FFF_FFF0) + 1
+    }
+
+    /// Another open connection than `conn_id`, to send a receipt on.
+    fn other_conn(&self, conn_id: u64) -> Option<mpsc::Sender<BytesMut>> {
+        self.conns
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(id, _)| **id != conn_id)
+            .map(|(_, tx)| tx.clone())
+    }
+}
+
 /// Starts a simulator on `listener`.
 pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
@@ -170,7 +248,8 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         events,
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(0),
-        submit_status: AtomicU32::new(0),
+        behavior: Mutex::new(Arc::new(Behavior::default())),
+        receipt_seq: AtomicU32::new(1),
         generic_nacks: AtomicU64::new(0),
         binds: AtomicU64::new(0),
         submits: AtomicU64::new(0),
@@ -233,7 +312,6 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
 
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut bound = false;
-    let mut seq: u32 = 1;
     let mut assemblies: HashMap<(String, u16, u8), Assembly> = HashMap::new();
     'conn: loop {
         tokio::select! {
@@ -302,11 +380,22 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 }
                 Some(Pdu::SubmitSm(sm)) => {
                     shared.submits.fetch_add(1, Ordering::Relaxed);
-                    let forced = shared.submit_status.load(Ordering::Relaxed);
-                    if !bound {
+                    let b = shared.behavior();
+                    let refuse = if !bound {
+                        0x04
+                    } else if b.submit_status != 0 {
+                        b.submit_status
+                    } else if b.throttle_percent > 0
+                        && rand::random_range(0..100u8) < b.throttle_percent
+                    {
+                        0x58
+                    } else {
+                        0
+                    };
+                    if refuse != 0 {
                         pdu::encode_into(
                             &Command::new(
-                                CommandStatus::from(0x04),
+                                CommandStatus::from(refuse),
                                 s,
                                 Pdu::SubmitSmResp(SubmitSmResp::default()),
                             ),
@@ -314,39 +403,67 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                         );
                         continue;
                     }
-                    if forced != 0 {
-                        pdu::encode_into(
-                            &Command::new(
-                                CommandStatus::from(forced),
-                                s,
-                                Pdu::SubmitSmResp(SubmitSmResp::default()),
-                            ),
-                            &mut out,
-                        );
+                    if b.ignore_submits {
                         continue;
                     }
-                    let id = format!("{:X}", shared.next_id.fetch_add(1, Ordering::Relaxed));
-                    let resp = SubmitSmResp::builder()
-                        .message_id(COctetString::from_str_checked(&id))
-                        .build();
-                    pdu::encode_into(
-                        &Command::new(CommandStatus::EsmeRok, s, Pdu::SubmitSmResp(resp)),
-                        &mut out,
-                    );
+                    let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let id = b.id_format.write(n);
                     let registered = u8::from(sm.registered_delivery);
                     let from = sm.source_addr.as_str().to_owned();
                     let to = sm.destination_addr.as_str().to_owned();
+                    let receipt = (registered & 0x03 != 0).then(|| {
+                        let date = sim_date();
+                        let stat = b.stat_for.get(&to).map_or("DELIVRD", String::as_str);
+                        let mut dsm = pdu::receipt_deliver_sm(
+                            &b.receipt_id_format.write(n),
+                            stat,
+                            &from,
+                            &to,
+                            &date,
+                            &date,
+                            !b.receipt_text_only,
+                        );
+                        dsm.esm_class = rusmpp::values::EsmClass::from(0x04);
+                        dsm
+                    });
+                    let resp = SubmitSmResp::builder()
+                        .message_id(COctetString::from_str_checked(&id))
+                        .build();
+                    let resp = Command::new(CommandStatus::EsmeRok, s, Pdu::SubmitSmResp(resp));
                     if let Some(msg) = take_part(&mut assemblies, sm, id.clone()) {
                         publish(&shared, msg);
                     }
-                    if registered & 0x03 != 0 {
-                        let date = sim_date();
-                        let dsm = pdu::receipt_deliver_sm(&id, "DELIVRD", &from, &to, &date, &date);
-                        pdu::encode_into(
-                            &Command::new(CommandStatus::EsmeRok, seq, Pdu::DeliverSm(dsm)),
-                            &mut out,
-                        );
-                        seq = if seq >= 0x7FFF_FFFF { 1 } else { seq + 1 };
+                    match receipt {
+                        None => pdu::encode_into(&resp, &mut out),
+                        Some(dsm) => {
+                            let rseq = shared.next_seq();
+                            let dcmd =
+                                Command::new(CommandStatus::EsmeRok, rseq, Pdu::DeliverSm(dsm));
+                            let other = if b.receipt_on_other_bind {
+                                shared.other_conn(conn_id)
+                            } else {
+                                None
+                            };
+                            if b.receipt_before_resp {
+                                match &other {
+                                    Some(o) => {
+                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                    }
+                                    None => pdu::encode_into(&dcmd, &mut out),
+                                }
+                                pdu::encode_into(&resp, &mut out);
+                            } else {
+                                pdu::encode_into(&resp, &mut out);
+                                match &other {
+                                    Some(o) => {
+                                        // After our resp is on the wire.
+                                        let _ = tx.send(out.split()).await;
+                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                    }
+                                    None => pdu::encode_into(&dcmd, &mut out),
+                                }
+                            }
+                        }
                     }
                 }
                 Some(Pdu::EnquireLink) => {

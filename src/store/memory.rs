@@ -5,8 +5,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 use super::{
-    CheckOutcome, Checked, Error, MessageRecord, MessageUpdate, RETENTION_AFTER_EXPIRY_MS,
-    ResendOutcome, Status, Store, Verification,
+    CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, MessageRecord, MessageUpdate,
+    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ResendOutcome,
+    Status, Store, Verification, smsc_id_forms,
 };
 
 const SHARDS: usize = 32;
@@ -58,7 +59,35 @@ pub struct MemoryStore {
     verifications: Sharded<Verification>,
     /// Subject hash → id of its latest verification.
     subjects: Sharded<(String, i64)>,
-    messages: Sharded<(MessageRecord, i64)>,
+    messages: Sharded<StoredMessage>,
+    /// (SMSC, SMSC id) → (message id, parts, expiry).
+    correlations: Sharded<(String, u32, i64)>,
+    /// (SMSC, SMSC id) → (receipt stat, expiry), for receipts that came first.
+    orphans: Sharded<(String, i64)>,
+}
+
+/// A message with its receipt bookkeeping.
+struct StoredMessage {
+    record: MessageRecord,
+    /// The object's expiry; kept until [`RETENTION_AFTER_EXPIRY_MS`] after it.
+    expires_at_ms: i64,
+    parts_delivered: u32,
+    resent: bool,
+}
+
+impl StoredMessage {
+    fn new(record: MessageRecord, expires_at_ms: i64) -> StoredMessage {
+        StoredMessage {
+            record,
+            expires_at_ms,
+            parts_delivered: 0,
+            resent: false,
+        }
+    }
+}
+
+fn pair_key(smsc: &str, id: &str) -> String {
+    format!("{smsc}\u{1}{id}")
 }
 
 impl Default for MemoryStore {
@@ -73,6 +102,8 @@ impl MemoryStore {
             verifications: Sharded::new(),
             subjects: Sharded::new(),
             messages: Sharded::new(),
+            correlations: Sharded::new(),
+            orphans: Sharded::new(),
         }
     }
 
@@ -81,7 +112,9 @@ impl MemoryStore {
         let cutoff = now_ms - RETENTION_AFTER_EXPIRY_MS;
         self.verifications.retain(|v| v.expires_at_ms > cutoff)
             + self.subjects.retain(|(_, exp)| *exp > now_ms)
-            + self.messages.retain(|(_, exp)| *exp > cutoff)
+            + self.messages.retain(|m| m.expires_at_ms > cutoff)
+            + self.correlations.retain(|(_, _, exp)| *exp > now_ms)
+            + self.orphans.retain(|(_, exp)| *exp > now_ms)
     }
 
     /// Verifications held (any status).
@@ -113,7 +146,10 @@ impl Store for MemoryStore {
             subjects.insert(v.subject.clone(), (v.id.clone(), v.expires_at_ms));
         });
         self.messages.with(&msg.id, |m| {
-            m.insert(msg.id.clone(), (msg.clone(), v.expires_at_ms))
+            m.insert(
+                msg.id.clone(),
+                StoredMessage::new(msg.clone(), v.expires_at_ms),
+            )
         });
         Ok(())
     }
@@ -165,7 +201,10 @@ impl Store for MemoryStore {
         });
         if let ResendOutcome::Sent(v) = &outcome {
             self.messages.with(&msg.id, |m| {
-                m.insert(msg.id.clone(), (msg.clone(), v.expires_at_ms))
+                m.insert(
+                    msg.id.clone(),
+                    StoredMessage::new(msg.clone(), v.expires_at_ms),
+                )
             });
         }
         Ok(outcome)
@@ -174,29 +213,121 @@ impl Store for MemoryStore {
     async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
         // The sweep keeps messages until RETENTION_AFTER_EXPIRY_MS past their stored time.
         let expiry = keep_until_ms - RETENTION_AFTER_EXPIRY_MS;
-        self.messages
-            .with(&msg.id, |m| m.insert(msg.id.clone(), (msg.clone(), expiry)));
+        self.messages.with(&msg.id, |m| {
+            m.insert(msg.id.clone(), StoredMessage::new(msg.clone(), expiry))
+        });
         Ok(())
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
         Ok(self
             .messages
-            .with(id, |m| m.get(id).map(|(r, _)| r.clone())))
+            .with(id, |m| m.get(id).map(|s| s.record.clone())))
     }
 
     async fn update_message(&self, id: &str, u: &MessageUpdate) -> Result<(), Error> {
         self.messages.with(id, |m| {
-            if let Some((r, _)) = m.get_mut(id) {
-                apply_message_update(r, u);
+            if let Some(s) = m.get_mut(id) {
+                apply_message_update(&mut s.record, u);
             }
         });
         Ok(())
     }
 
+    async fn correlate(
+        &self,
+        smsc: &str,
+        smsc_ids: &[String],
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        let mut early = Vec::new();
+        for id in smsc_ids {
+            let Some(norm) = smsc_id_forms(id).into_iter().next() else {
+                continue;
+            };
+            let key = pair_key(smsc, &norm);
+            let orphan = self.orphans.with(&key, |o| o.remove(&key));
+            match orphan {
+                Some((stat, _)) => early.push(stat),
+                None => {
+                    let value = (
+                        message_id.to_owned(),
+                        smsc_ids.len() as u32,
+                        now_ms + CORRELATION_TTL_MS,
+                    );
+                    self.correlations
+                        .with(&key, |c| c.insert(key.clone(), value));
+                }
+            }
+        }
+        Ok(early)
+    }
+
+    async fn match_receipt(
+        &self,
+        smsc: &str,
+        smsc_id: &str,
+        stat: &str,
+        now_ms: i64,
+    ) -> Result<Option<(String, u32)>, Error> {
+        let forms = smsc_id_forms(smsc_id);
+        for f in &forms {
+            let key = pair_key(smsc, f);
+            if let Some((m, parts, _)) = self.correlations.with(&key, |c| c.remove(&key)) {
+                return Ok(Some((m, parts)));
+            }
+        }
+        for f in &forms {
+            let key = pair_key(smsc, f);
+            let value = (stat.to_owned(), now_ms + ORPHAN_RECEIPT_TTL_MS);
+            self.orphans.with(&key, |o| o.insert(key.clone(), value));
+        }
+        Ok(None)
+    }
+
+    async fn record_part(
+        &self,
+        message_id: &str,
+        part: &PartReceipt,
+    ) -> Result<PartOutcome, Error> {
+        Ok(self
+            .messages
+            .with(message_id, |m| match m.get_mut(message_id) {
+                None => PartOutcome::Pending,
+                Some(s) => apply_part(s, part),
+            }))
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// The receipt accounting of one message (the Redis script implements the same).
+fn apply_part(s: &mut StoredMessage, part: &PartReceipt) -> PartOutcome {
+    if s.record.status.is_final() {
+        return PartOutcome::Pending;
+    }
+    if part.status == DeliveryStatus::Delivered {
+        s.parts_delivered += 1;
+        if s.parts_delivered < part.parts {
+            return PartOutcome::Pending;
+        }
+        s.record.status = DeliveryStatus::Delivered;
+        s.record.delivered_at_ms = Some(part.at_ms);
+        return PartOutcome::Final(DeliveryStatus::Delivered);
+    }
+    if part.resend && !s.resent {
+        s.resent = true;
+        s.parts_delivered = 0;
+        s.record.status = DeliveryStatus::Queued;
+        s.record.error = part.error.clone();
+        return PartOutcome::Resend;
+    }
+    s.record.status = part.status;
+    s.record.error = part.error.clone();
+    PartOutcome::Final(part.status)
 }
 
 /// The check state machine (the Redis script implements the same).

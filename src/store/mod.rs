@@ -166,6 +166,63 @@ pub struct MessageUpdate {
     pub error: Option<String>,
 }
 
+/// What a part's final receipt did to its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartOutcome {
+    /// Nothing changed for the message (more parts to come, or already final).
+    Pending,
+    /// The message reached this final status now.
+    Final(DeliveryStatus),
+    /// The message was undeliverable and goes once more (status back to `queued`).
+    Resend,
+}
+
+/// One part's final receipt, as [`Store::record_part`] applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    /// Parts the message was sent in (by the SMSC that took it).
+    pub parts: u32,
+    /// The part's final state (never `queued` or `submitted`).
+    pub status: DeliveryStatus,
+    /// Why, when not delivered (e.g. `receipt stat UNDELIV err 001`).
+    pub error: Option<String>,
+    /// Send an undeliverable message once more instead of failing it.
+    pub resend: bool,
+    pub at_ms: i64,
+}
+
+/// How long receipt correlations are kept (SMSCs send receipts for up to days).
+pub const CORRELATION_TTL_MS: i64 = 3 * 24 * 3600 * 1000;
+/// How long a receipt that matched nothing yet waits for its submit_sm_resp to be processed.
+pub const ORPHAN_RECEIPT_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// The forms an SMSC message id may take in a receipt: the id itself without leading zeros
+/// (lower case), then the same number read as hex written in decimal, and read as decimal
+/// written in hex. Receipts are matched on the first form when possible, so an SMSC that
+/// writes ids one way always matches exactly.
+pub fn smsc_id_forms(id: &str) -> Vec<String> {
+    let t = id.trim();
+    let norm = {
+        let s = t.trim_start_matches('0').to_ascii_lowercase();
+        if s.is_empty() && !t.is_empty() {
+            "0".to_owned()
+        } else {
+            s
+        }
+    };
+    let mut out = vec![norm.clone()];
+    if !norm.is_empty() && norm.len() <= 30 {
+        if let Ok(n) = u128::from_str_radix(&norm, 16) {
+            out.push(n.to_string());
+        }
+        if let Ok(n) = norm.parse::<u128>() {
+            out.push(format!("{n:x}"));
+        }
+    }
+    out.dedup();
+    out
+}
+
 /// What a check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -269,6 +326,35 @@ pub trait Store: Send + Sync + 'static {
         update: &MessageUpdate,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Records that `smsc` gave these ids to the parts of `message_id`; returns the receipt
+    /// stats (`DELIVRD`, …) that arrived for them before this was known.
+    fn correlate(
+        &self,
+        smsc: &str,
+        smsc_ids: &[String],
+        message_id: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
+    /// The message (and its number of parts) a receipt of `smsc` is for; when unknown yet the
+    /// receipt is kept for [`ORPHAN_RECEIPT_TTL_MS`] for [`Store::correlate`] to find.
+    fn match_receipt(
+        &self,
+        smsc: &str,
+        smsc_id: &str,
+        stat: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<(String, u32)>, Error>> + Send;
+
+    /// Applies one part's final receipt: a message is `delivered` when all `parts` are, and
+    /// otherwise final at its first part that is not; with `resend`, an undeliverable message
+    /// goes back to `queued` once (and the answer is [`PartOutcome::Resend`]).
+    fn record_part(
+        &self,
+        message_id: &str,
+        part: &PartReceipt,
+    ) -> impl Future<Output = Result<PartOutcome, Error>> + Send;
+
     /// Whether the backend answers.
     fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
 }
@@ -331,7 +417,45 @@ impl Store for AnyStore {
     async fn update_message(&self, id: &str, update: &MessageUpdate) -> Result<(), Error> {
         dispatch!(self, s => s.update_message(id, update).await)
     }
+    async fn correlate(
+        &self,
+        smsc: &str,
+        smsc_ids: &[String],
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        dispatch!(self, s => s.correlate(smsc, smsc_ids, message_id, now_ms).await)
+    }
+    async fn match_receipt(
+        &self,
+        smsc: &str,
+        smsc_id: &str,
+        stat: &str,
+        now_ms: i64,
+    ) -> Result<Option<(String, u32)>, Error> {
+        dispatch!(self, s => s.match_receipt(smsc, smsc_id, stat, now_ms).await)
+    }
+    async fn record_part(
+        &self,
+        message_id: &str,
+        part: &PartReceipt,
+    ) -> Result<PartOutcome, Error> {
+        dispatch!(self, s => s.record_part(message_id, part).await)
+    }
     async fn ping(&self) -> Result<(), Error> {
         dispatch!(self, s => s.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smsc_id_forms;
+
+    #[test]
+    fn id_forms_cover_hex_decimal_and_leading_zeros() {
+        assert_eq!(smsc_id_forms("001A2B"), vec!["1a2b", "6699"]);
+        assert_eq!(smsc_id_forms("6699"), vec!["6699", "26265", "1a2b"]);
+        assert_eq!(smsc_id_forms("0000"), vec!["0"]);
+        assert_eq!(smsc_id_forms("abc-def"), vec!["abc-def"]);
     }
 }

@@ -17,8 +17,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Script, Value};
 
 use super::{
-    CheckOutcome, Checked, DeliveryStatus, Error, MessageRecord, MessageUpdate,
-    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Store, Verification,
+    CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, MessageRecord, MessageUpdate,
+    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ResendOutcome,
+    Status, Store, Verification, smsc_id_forms,
 };
 use crate::ids;
 use crate::phone::Phone;
@@ -43,7 +44,59 @@ struct Scripts {
     check: Script,
     resend: Script,
     update_message: Script,
+    correlate: Script,
+    match_receipt: Script,
+    record_part: Script,
 }
+
+/// KEYS: n correlation keys, then their n orphan keys. ARGV: "message_id|parts", ttl_ms.
+/// Returns the stats of orphan receipts found (their correlation is not stored).
+const CORRELATE: &str = r#"
+local n = #KEYS / 2
+local early = {}
+for i = 1, n do
+  local o = redis.call('GETDEL', KEYS[n + i])
+  if o then
+    table.insert(early, o)
+  else
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  end
+end
+return early
+"#;
+
+/// KEYS: n correlation keys (one per id form), then their n orphan keys. ARGV: stat, ttl_ms.
+/// Returns "message_id|parts" and forgets it, or stores the orphan and returns nil.
+const MATCH_RECEIPT: &str = r#"
+local n = #KEYS / 2
+for i = 1, n do
+  local v = redis.call('GETDEL', KEYS[i])
+  if v then return v end
+end
+for i = 1, n do
+  redis.call('SET', KEYS[n + i], ARGV[1], 'PX', ARGV[2])
+end
+return false
+"#;
+
+/// KEYS: msg. ARGV: parts, status, error, resend (0/1), at_ms.
+const RECORD_PART: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 's', 'rs')
+local s = v[1]
+if not s or (s ~= 'queued' and s ~= 'submitted') then return 'pending' end
+if ARGV[2] == 'delivered' then
+  local pd = redis.call('HINCRBY', KEYS[1], 'pd', 1)
+  if pd < tonumber(ARGV[1]) then return 'pending' end
+  redis.call('HSET', KEYS[1], 's', 'delivered', 'da', ARGV[5])
+  return 'final'
+end
+if ARGV[4] == '1' and v[2] ~= '1' then
+  redis.call('HSET', KEYS[1], 'rs', '1', 'pd', 0, 's', 'queued', 'er', ARGV[3])
+  return 'resend'
+end
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'er', ARGV[3])
+return 'final'
+"#;
 
 /// Cancels the subject's pending verification, stores the new one and its message.
 /// KEYS: ver, subject, msg. ARGV: id, ver_ttl_ms, subject_ttl_ms, old-key prefix, n_ver_fields, fields…, msg fields…
@@ -146,12 +199,20 @@ impl RedisStore {
                 check: Script::new(CHECK),
                 resend: Script::new(RESEND),
                 update_message: Script::new(UPDATE_MESSAGE),
+                correlate: Script::new(CORRELATE),
+                match_receipt: Script::new(MATCH_RECEIPT),
+                record_part: Script::new(RECORD_PART),
             }),
         })
     }
 
     fn ver_key(&self, id: &str) -> Option<String> {
         ids::parse("ver", id).map(|tag| format!("{}v:{{{tag}}}:{id}", self.prefix))
+    }
+
+    /// Receipt correlation (`c`) and orphan (`o`) keys of one SMSC share the SMSC's slot.
+    fn receipt_key(&self, kind: &str, smsc: &str, form: &str) -> String {
+        format!("{}{kind}:{{smsc-{smsc}}}:{form}", self.prefix)
     }
 
     fn msg_key(&self, id: &str) -> Option<String> {
@@ -489,6 +550,78 @@ impl Store for RedisStore {
             .arg(u.error.clone().unwrap_or_default());
         let _: i64 = self.run(&mut inv).await?;
         Ok(())
+    }
+
+    async fn correlate(
+        &self,
+        smsc: &str,
+        smsc_ids: &[String],
+        message_id: &str,
+        _now_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        let norms: Vec<String> = smsc_ids
+            .iter()
+            .filter_map(|id| smsc_id_forms(id).into_iter().next())
+            .collect();
+        if norms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.correlate.prepare_invoke();
+        for n in &norms {
+            inv.key(self.receipt_key("c", smsc, n));
+        }
+        for n in &norms {
+            inv.key(self.receipt_key("o", smsc, n));
+        }
+        inv.arg(format!("{message_id}|{}", smsc_ids.len()))
+            .arg(CORRELATION_TTL_MS);
+        self.run(&mut inv).await
+    }
+
+    async fn match_receipt(
+        &self,
+        smsc: &str,
+        smsc_id: &str,
+        stat: &str,
+        _now_ms: i64,
+    ) -> Result<Option<(String, u32)>, Error> {
+        let forms = smsc_id_forms(smsc_id);
+        let mut inv = self.scripts.match_receipt.prepare_invoke();
+        for f in &forms {
+            inv.key(self.receipt_key("c", smsc, f));
+        }
+        for f in &forms {
+            inv.key(self.receipt_key("o", smsc, f));
+        }
+        inv.arg(stat).arg(ORPHAN_RECEIPT_TTL_MS);
+        let found: Option<String> = self.run(&mut inv).await?;
+        Ok(found.and_then(|v| {
+            let (m, parts) = v.rsplit_once('|')?;
+            Some((m.to_owned(), parts.parse().ok()?))
+        }))
+    }
+
+    async fn record_part(
+        &self,
+        message_id: &str,
+        part: &PartReceipt,
+    ) -> Result<PartOutcome, Error> {
+        let Some(key) = self.msg_key(message_id) else {
+            return Ok(PartOutcome::Pending);
+        };
+        let mut inv = self.scripts.record_part.prepare_invoke();
+        inv.key(&key)
+            .arg(part.parts)
+            .arg(part.status.as_str())
+            .arg(part.error.clone().unwrap_or_default())
+            .arg(if part.resend { 1 } else { 0 })
+            .arg(part.at_ms);
+        let word: String = self.run(&mut inv).await?;
+        Ok(match word.as_str() {
+            "final" => PartOutcome::Final(part.status),
+            "resend" => PartOutcome::Resend,
+            _ => PartOutcome::Pending,
+        })
     }
 
     async fn ping(&self) -> Result<(), Error> {
