@@ -217,7 +217,8 @@ impl Tracker {
             priority: Priority::Code,
             route,
             attempts: 0,
-            avoid: Some(smsc.to_owned()),
+            avoid: None,
+            exclude: Some(smsc.to_owned()),
             not_before_ms: 0,
             receipt: None,
         }))

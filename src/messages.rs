@@ -78,6 +78,7 @@ impl Messages {
             route,
             attempts: 0,
             avoid: None,
+            exclude: None,
             not_before_ms: 0,
             receipt: None,
         };

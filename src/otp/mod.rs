@@ -274,6 +274,7 @@ impl Verifications {
             route,
             attempts: 0,
             avoid: None,
+            exclude: None,
             not_before_ms: 0,
             receipt: None,
         };

@@ -84,7 +84,9 @@ impl MemoryOutbox {
                         wake = Some(wake.map_or(job.not_before_ms, |w| w.min(job.not_before_ms)));
                         continue;
                     }
-                    if job.avoid.as_deref() == Some(smsc) && routing.other_bound(route, smsc) {
+                    if job.exclude.as_deref() == Some(smsc)
+                        || (job.avoid.as_deref() == Some(smsc) && routing.other_bound(route, smsc))
+                    {
                         continue;
                     }
                     pick = Some(i);

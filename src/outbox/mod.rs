@@ -78,6 +78,9 @@ pub struct Job {
     pub attempts: u32,
     /// An SMSC not to use for this try when another of the route is bound.
     pub avoid: Option<String>,
+    /// An SMSC never to use (a re-send after UNDELIV must go through another one).
+    #[serde(default)]
+    pub exclude: Option<String>,
     /// Unix ms before which it should not be taken (a retry's backoff).
     pub not_before_ms: i64,
     /// Implementation detail of the outbox (the Redis stream entry id).

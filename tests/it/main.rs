@@ -7,5 +7,6 @@ mod util;
 mod daemon;
 mod messages;
 mod ops;
+mod receipts;
 mod smpp;
 mod verifications;

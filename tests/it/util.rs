@@ -138,6 +138,17 @@ impl TestDaemon {
         Self::launch(backend, sim, smsc_addr, "", |_| {}, false).await
     }
 
+    /// Like `start_unready`, with extra SMSC lines and a config tweak.
+    pub async fn launch_with(
+        backend: Backend,
+        sim: SimHandle,
+        smsc_addr: &str,
+        extra_smsc: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestDaemon {
+        Self::launch(backend, sim, smsc_addr, extra_smsc, tweak, false).await
+    }
+
     pub async fn start_with(
         backend: Backend,
         sim: SimHandle,
@@ -409,6 +420,7 @@ pub fn text_job(id: usize, to: &str, text: String) -> otpgate::outbox::Job {
         route: String::new(),
         attempts: 0,
         avoid: None,
+        exclude: None,
         not_before_ms: 0,
         receipt: None,
     }

@@ -1,0 +1,177 @@
+//! Delivery receipts against both stores: ids in hex or decimal, with or without leading zeros,
+//! receipts before the submit_sm_resp, on another bind, without TLVs; multi-part messages;
+//! an UNDELIV code re-sent once through the other SMSC; a code never submitted after expiry.
+
+use std::time::Duration;
+
+use otpgate::smpp::sim::IdFormat;
+use serde_json::{Value, json};
+
+use crate::both_stores;
+use crate::util::*;
+
+async fn delivery_of(d: &TestDaemon, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..250 {
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/verifications/{id}")).await;
+        if v["delivery"] == want {
+            return v;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("delivery never {want}: {last}");
+}
+
+async fn message_status(d: &TestDaemon, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..250 {
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/messages/{id}")).await;
+        if v["status"] == want {
+            return v;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("message never {want}: {last}");
+}
+
+/// Creates a code for a fresh number and waits until the receipt marked it delivered.
+async fn code_is_delivered(d: &TestDaemon, phone: &str) {
+    let (s, v, _) = d
+        .post(
+            TOKEN_A,
+            "/v1/verifications",
+            json!({"purpose": "registration", "phone": phone}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    delivery_of(d, v["id"].as_str().unwrap(), "delivered").await;
+}
+
+both_stores! {
+    async fn receipt_ids_match_in_any_number_format(b: Backend) {
+        let d = TestDaemon::start(b).await;
+        let formats = [
+            (IdFormat::Hex, IdFormat::Decimal),
+            (IdFormat::Decimal, IdFormat::Hex),
+            (IdFormat::PaddedHex, IdFormat::Hex),
+            (IdFormat::Hex, IdFormat::PaddedHex),
+            (IdFormat::PaddedDecimal, IdFormat::Hex),
+        ];
+        for (k, (resp, receipt)) in formats.into_iter().enumerate() {
+            d.sim.update(|b| {
+                b.id_format = resp;
+                b.receipt_id_format = receipt;
+            });
+            // Past the first few ids, hex and decimal spellings differ.
+            for i in 0..12 {
+                code_is_delivered(&d, &format!("+8536620{k}{i:03}")).await;
+            }
+        }
+        d.stop().await;
+    }
+
+    async fn receipt_before_the_response_and_text_only(b: Backend) {
+        let d = TestDaemon::start(b).await;
+        d.sim.update(|b| b.receipt_before_resp = true);
+        for i in 0..5 {
+            code_is_delivered(&d, &format!("+8536621000{i}")).await;
+        }
+        d.sim.update(|b| {
+            b.receipt_before_resp = false;
+            b.receipt_text_only = true;
+        });
+        for i in 0..5 {
+            code_is_delivered(&d, &format!("+8536622000{i}")).await;
+        }
+        d.stop().await;
+    }
+
+    async fn receipt_on_another_bind(b: Backend) {
+        let sim = start_sim().await;
+        let d = TestDaemon::start_with(b, sim, "binds = 2\n", |_| {}).await;
+        for _ in 0..100 {
+            if d.sim.connections() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.sim.connections(), 2, "two binds");
+        d.sim.update(|b| b.receipt_on_other_bind = true);
+        for i in 0..10 {
+            code_is_delivered(&d, &format!("+8536623000{i}")).await;
+        }
+        d.stop().await;
+    }
+
+    async fn multipart_message_is_delivered_when_every_part_is(b: Backend) {
+        let d = TestDaemon::start(b).await;
+        let text = "x".repeat(400); // 3 parts
+        let (s, body, _) = d.post(TOKEN_A, "/v1/messages", json!({"to": "+85366240001", "text": text})).await;
+        assert_eq!((s, &body["parts"]), (202, &json!(3)));
+        message_status(&d, body["id"].as_str().unwrap(), "delivered").await;
+        // One undelivered part makes the whole message undeliverable.
+        d.sim.update(|b| { b.stat_for.insert("85366240002".into(), "UNDELIV".into()); });
+        let (_, body, _) = d.post(TOKEN_A, "/v1/messages", json!({"to": "+85366240002", "text": text})).await;
+        let v = message_status(&d, body["id"].as_str().unwrap(), "undeliverable").await;
+        assert!(v["error"].as_str().unwrap().contains("UNDELIV"), "{v}");
+        assert_eq!(v["delivered_at"], Value::Null);
+        d.stop().await;
+    }
+
+    async fn undeliverable_code_goes_once_more_through_the_other_smsc(b: Backend) {
+        let sim_a = start_sim().await;
+        // SMSC B is configured but not up yet.
+        let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr_b = parked.local_addr().unwrap();
+        drop(parked);
+        let second = format!("\n[[smpp.smsc]]\nname = \"sim-b\"\naddress = \"{addr_b}\"\nresponse_timeout = \"2s\"\n");
+        let d = TestDaemon::start_with(b, sim_a.clone(), &second, |_| {}).await;
+        sim_a.update(|b| { b.stat_for.insert("85366250001".into(), "UNDELIV".into()); });
+        let mut rx_a = sim_a.subscribe();
+        let (s, v, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "registration", "phone": "+85366250001"})).await;
+        assert_eq!(s, 201);
+        let id = v["id"].as_str().unwrap().to_owned();
+        let first = next_message(&mut rx_a).await;
+        // Undeliverable at A; the re-send waits for B, never A again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/verifications/{id}")).await;
+        assert_eq!(v["delivery"], "queued", "{v}");
+        assert!(rx_a.try_recv().is_err(), "not sent to A again");
+        let sim_b = otpgate::smpp::sim::start(tokio::net::TcpListener::bind(addr_b).await.unwrap(), Default::default()).unwrap();
+        let mut rx_b = sim_b.subscribe();
+        let again = tokio::time::timeout(Duration::from_secs(10), rx_b.recv()).await.expect("re-sent via B").unwrap();
+        assert_eq!(again.text, first.text, "the same code");
+        delivery_of(&d, &id, "delivered").await;
+        // Once only: undeliverable at B too stays undeliverable.
+        sim_b.update(|b| { b.stat_for.insert("85366250002".into(), "UNDELIV".into()); });
+        sim_a.update(|b| { b.stat_for.insert("85366250002".into(), "UNDELIV".into()); });
+        let (_, v, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "registration", "phone": "+85366250002"})).await;
+        let id2 = v["id"].as_str().unwrap().to_owned();
+        delivery_of(&d, &id2, "undeliverable").await;
+        let sent: usize = [&sim_a, &sim_b].iter().map(|s| s.received().iter().filter(|m| m.destination_addr == "85366250002").count()).sum();
+        assert_eq!(sent, 2, "first send and one re-send");
+        d.stop().await;
+    }
+
+    async fn a_code_is_never_submitted_after_it_expired(b: Backend) {
+        let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = parked.local_addr().unwrap();
+        drop(parked);
+        let placeholder = start_sim().await;
+        let d = TestDaemon::launch_with(b, placeholder, &addr.to_string(), "", |c| {
+            // Shorter than validation allows, to expire while the SMSC is down.
+            c.otp.defaults.ttl = Duration::from_secs(1);
+        }).await;
+        let (s, v, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "registration", "phone": "+85366260001"})).await;
+        assert_eq!(s, 201);
+        let id = v["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let sim = otpgate::smpp::sim::start(tokio::net::TcpListener::bind(addr).await.unwrap(), Default::default()).unwrap();
+        d.wait_ready().await;
+        delivery_of(&d, &id, "expired").await;
+        assert_eq!(sim.submits(), 0, "nothing submitted");
+        d.stop().await;
+    }
+}
