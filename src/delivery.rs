@@ -200,7 +200,7 @@ impl Tracker {
             .routing
             .smscs
             .iter()
-            .any(|s| &*s.status.name != smsc && s.routes.iter().any(|r| *r == route));
+            .any(|s| &*s.status.name != smsc && s.routes.contains(&route));
         if !other {
             return Ok(None);
         }

@@ -277,7 +277,9 @@ struct Session<'a> {
     window: usize,
     /// After ESME_RTHROTTLED/RMSGQFUL: no new submit before this.
     paused_until: Option<Instant>,
-    throttle_backoff: Duration,
+    /// When the window was last halved for throttling (one reaction per pause interval, so a
+    /// burst of throttled responses to one window counts once).
+    last_throttle: Option<Instant>,
     /// The throughput limiter said wait until this.
     rate_wait: Option<Instant>,
     enquire_pending: Option<(u32, Instant)>,
@@ -293,7 +295,8 @@ enum Settle {
     Release,
 }
 
-const MIN_THROTTLE_BACKOFF: Duration = Duration::from_millis(100);
+/// How long new submits pause after the SMSC throttles us.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
 
 impl<'a> Session<'a> {
     fn new(ctx: &'a BindContext, source: &'a (Ton, Npi, String), seq_next: u32) -> Session<'a> {
@@ -307,7 +310,7 @@ impl<'a> Session<'a> {
             ready: VecDeque::new(),
             window: ctx.config.window as usize,
             paused_until: None,
-            throttle_backoff: MIN_THROTTLE_BACKOFF,
+            last_throttle: None,
             rate_wait: None,
             enquire_pending: None,
             last_heard: Instant::now(),
@@ -392,7 +395,11 @@ impl<'a> Session<'a> {
             let room = self.pending.len() + self.queued_parts() < self.window
                 && self.paused_until.is_none()
                 && self.rate_wait.is_none();
-            let rate_wait = self.rate_wait;
+            // Wake exactly when a throttling pause or the rate limiter's wait ends.
+            let resume = match (self.paused_until, self.rate_wait) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
 
             tokio::select! {
                 n = reader.read_buf(buf) => {
@@ -413,8 +420,14 @@ impl<'a> Session<'a> {
                 job = self.ctx.outbox.next(&self.ctx.routes, &name, &self.ctx.routing), if room => {
                     self.admit(job);
                 }
-                _ = sleep_until(rate_wait.unwrap_or_else(Instant::now)), if rate_wait.is_some() => {
-                    self.rate_wait = None;
+                _ = sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
+                    let now = Instant::now();
+                    if self.paused_until.is_some_and(|t| now >= t) {
+                        self.paused_until = None;
+                    }
+                    if self.rate_wait.is_some_and(|t| now >= t) {
+                        self.rate_wait = None;
+                    }
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -673,8 +686,6 @@ impl<'a> Session<'a> {
         // Success regrows a throttled window, one submit at a time.
         if self.window < self.ctx.config.window as usize {
             self.window += 1;
-        } else {
-            self.throttle_backoff = MIN_THROTTLE_BACKOFF;
         }
         let Some(f) = self.inflight.get_mut(&p.key) else {
             return;
@@ -700,10 +711,17 @@ impl<'a> Session<'a> {
             StatusClass::Ok => {}
             StatusClass::Throttled => {
                 metrics::counter!("otpgate_smpp_throttled_total", "smsc" => self.ctx.status.name.to_string()).increment(1);
-                // Slow down: halve the window and pause, longer each time in a row.
-                self.window = (self.window / 2).max(1);
-                self.paused_until = Some(Instant::now() + self.throttle_backoff);
-                self.throttle_backoff = (self.throttle_backoff * 2).min(Duration::from_secs(5));
+                // Slow down (halve the window, pause briefly), then regrow one submit per
+                // success; the refused part goes again after the pause.
+                let now = Instant::now();
+                if self
+                    .last_throttle
+                    .is_none_or(|t| now.duration_since(t) >= THROTTLE_PAUSE)
+                {
+                    self.window = (self.window / 2).max(1);
+                    self.paused_until = Some(now + THROTTLE_PAUSE);
+                    self.last_throttle = Some(now);
+                }
                 self.retry_part_here(p.key, p.part, Duration::ZERO);
             }
             StatusClass::Temporary => self.on_temporary_failure(p, &status_name(status)),

@@ -8,5 +8,6 @@ mod daemon;
 mod messages;
 mod ops;
 mod receipts;
+mod resilience;
 mod smpp;
 mod verifications;
