@@ -585,6 +585,12 @@ impl Config {
         {
             bad("store.redis_url".into(), "not a redis:// URL");
         }
+        if self.store.backend == StoreBackend::Redis && !self.store.redis_cluster.is_empty() {
+            bad(
+                "store.redis_cluster".into(),
+                "not supported yet: the durable SMS outbox needs a single Redis endpoint (store.redis_url)",
+            );
+        }
         for (i, u) in self.store.redis_cluster.iter().enumerate() {
             if redis::parse_redis_url(u).is_none() {
                 bad(format!("store.redis_cluster[{i}]"), "not a redis:// URL");

@@ -141,8 +141,6 @@ pub async fn run(
     })?;
 
     let composer = Arc::new(outbox::Composer { codes, templates });
-    let outbox =
-        outbox::Outbox::Memory(Arc::new(outbox::memory::MemoryOutbox::new(QUEUE_CAPACITY)));
     let statuses: Vec<Arc<SmscStatus>> = config
         .smpp
         .smsc
@@ -150,6 +148,26 @@ pub async fn run(
         .map(|s| SmscStatus::new(&s.name))
         .collect();
     let routing = Arc::new(outbox::Routing::new(&config.smpp.smsc, &statuses));
+    let outbox = match config.store.backend {
+        StoreBackend::Memory => {
+            outbox::Outbox::Memory(Arc::new(outbox::memory::MemoryOutbox::new(QUEUE_CAPACITY)))
+        }
+        StoreBackend::Redis => {
+            let routes: Vec<String> = routing
+                .smscs
+                .iter()
+                .flat_map(|s| s.routes.iter().cloned())
+                .collect();
+            outbox::Outbox::Redis(
+                outbox::redis::RedisOutbox::new(
+                    &config.store.redis_url,
+                    &config.store.key_prefix,
+                    &routes,
+                )
+                .map_err(|e| StartError::Config(format!("store.redis_url: {e}")))?,
+            )
+        }
+    };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let smpp_stop = CancellationToken::new();
     let mut bind_tasks = Vec::new();
@@ -262,6 +280,7 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = delivery.await;
+    outbox.flush(Duration::from_secs(5)).await;
     for s in simulators {
         s.shutdown();
     }

@@ -9,9 +9,11 @@
 //! Nothing here holds a code: a code SMS is queued as its verification's id (and the text's
 //! parameters), and its text is rendered by the session with the server key when it is sent.
 //!
-//! Implementations: [`memory::MemoryOutbox`] (in-process; with the memory store).
+//! Two implementations: [`memory::MemoryOutbox`] (in-process; with the memory store) and
+//! [`redis::RedisOutbox`] (Redis streams with a consumer group; survives a crash).
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -194,6 +196,7 @@ impl Routing {
 #[derive(Clone)]
 pub enum Outbox {
     Memory(Arc<memory::MemoryOutbox>),
+    Redis(Arc<redis::RedisOutbox>),
 }
 
 impl Outbox {
@@ -201,31 +204,27 @@ impl Outbox {
     pub async fn push(&self, job: Job) -> Result<(), Error> {
         match self {
             Outbox::Memory(m) => m.push(job),
+            Outbox::Redis(r) => r.push(&job).await,
         }
     }
 
-    /// The next message for an SMSC taking `routes` (code SMS first), waiting until one comes.
-    /// Cancel-safe: a message is handed out only when this returns.
-    pub async fn next(&self, routes: &[String], smsc: &str, routing: &Routing) -> Job {
+    /// The consumer of one bind of `smsc`, taking `routes`.
+    pub fn consumer(
+        &self,
+        routes: &[String],
+        smsc: &str,
+        bind: u32,
+        routing: Arc<Routing>,
+        window: usize,
+    ) -> Consumer {
         match self {
-            Outbox::Memory(m) => m.next(routes, smsc, routing).await,
-        }
-    }
-
-    /// The message is settled (accepted, refused for good, or expired).
-    pub async fn done(&self, job: &Job) {
-        match self {
-            Outbox::Memory(_) => {
-                let _ = job;
-            }
-        }
-    }
-
-    /// The message goes back to be taken again (after `not_before_ms`, by another SMSC when
-    /// `avoid` is set and another is bound).
-    pub async fn release(&self, job: Job) {
-        match self {
-            Outbox::Memory(m) => m.release(job),
+            Outbox::Memory(m) => Consumer::Memory {
+                outbox: m.clone(),
+                routes: routes.to_vec(),
+                smsc: smsc.to_owned(),
+                routing,
+            },
+            Outbox::Redis(r) => Consumer::Redis(r.consumer(routes, smsc, bind, routing, window)),
         }
     }
 
@@ -233,19 +232,81 @@ impl Outbox {
     pub async fn depth(&self) -> [usize; 2] {
         match self {
             Outbox::Memory(m) => m.depth(),
+            Outbox::Redis(r) => r.depth().await,
         }
     }
 
-    /// Whether nothing waits for any of `routes` (for the shutdown drain).
+    /// Whether nothing waits for any of `routes` (for the shutdown drain). With Redis, what
+    /// waits stays there for the next instance: nothing to wait for.
     pub async fn is_empty_for(&self, routes: &[String]) -> bool {
         match self {
             Outbox::Memory(m) => m.is_empty_for(routes),
+            Outbox::Redis(_) => true,
         }
     }
 
     pub fn is_full(&self) -> bool {
         match self {
             Outbox::Memory(m) => m.is_full(),
+            Outbox::Redis(_) => false,
+        }
+    }
+
+    /// Waits (at most `limit`) until settled messages are recorded as such.
+    pub async fn flush(&self, limit: std::time::Duration) {
+        if let Outbox::Redis(r) = self {
+            r.flush(limit).await;
+        }
+    }
+}
+
+/// One bind's source of work.
+pub enum Consumer {
+    Memory {
+        outbox: Arc<memory::MemoryOutbox>,
+        routes: Vec<String>,
+        smsc: String,
+        routing: Arc<Routing>,
+    },
+    Redis(redis::Consumer),
+}
+
+impl Consumer {
+    /// The next message (code SMS first), waiting until one comes. Cancel-safe: a message is
+    /// handed out only when this returns.
+    pub async fn next(&mut self) -> Job {
+        match self {
+            Consumer::Memory {
+                outbox,
+                routes,
+                smsc,
+                routing,
+            } => outbox.next(routes, smsc, routing).await,
+            Consumer::Redis(c) => c.next().await,
+        }
+    }
+
+    /// The message is settled (accepted, refused for good, or expired).
+    pub fn done(&self, job: &Job) {
+        match self {
+            Consumer::Memory { .. } => {}
+            Consumer::Redis(c) => c.done(job),
+        }
+    }
+
+    /// The message goes back to be taken again (after `not_before_ms`, by another SMSC when
+    /// `avoid` is set and another is bound).
+    pub fn release(&self, job: Job) {
+        match self {
+            Consumer::Memory { outbox, .. } => outbox.release(job),
+            Consumer::Redis(c) => c.release(job),
+        }
+    }
+
+    /// Stops taking work; what was taken but not handed out goes back.
+    pub fn close(&mut self) {
+        if let Consumer::Redis(c) = self {
+            c.close();
         }
     }
 }

@@ -33,7 +33,7 @@ use super::pdu::{self, Frame, SubmitParams};
 use super::{DeliveryEvent, SmscStatus, StatusClass, classify_status, status_name};
 use crate::clock::system_now_ms;
 use crate::config::SmscConfig;
-use crate::outbox::{Composer, Job, Outbox, Routing};
+use crate::outbox::{Composer, Consumer, Job, Outbox, Routing};
 use crate::sms;
 
 /// Why a session ended.
@@ -106,7 +106,14 @@ pub async fn run_bind(ctx: BindContext, bind_index: u32) {
                 backoff = Duration::from_secs(1);
                 tracing::info!(smsc = %ctx.status.name, bind = bind_index, "bound");
                 ctx.status.session_up();
-                let mut session = Session::new(&ctx, &source, conn.seq_next);
+                let consumer = ctx.outbox.consumer(
+                    &ctx.routes,
+                    &ctx.status.name,
+                    bind_index,
+                    ctx.routing.clone(),
+                    ctx.config.window as usize,
+                );
+                let mut session = Session::new(&ctx, &source, conn.seq_next, consumer);
                 let result = session
                     .run(conn.reader, conn.buf, conn.writer, &mut drain_deadline)
                     .await;
@@ -266,6 +273,7 @@ struct Pending {
 
 struct Session<'a> {
     ctx: &'a BindContext,
+    consumer: Consumer,
     source: &'a (Ton, Npi, String),
     seq: u32,
     next_key: u64,
@@ -299,9 +307,15 @@ enum Settle {
 const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a BindContext, source: &'a (Ton, Npi, String), seq_next: u32) -> Session<'a> {
+    fn new(
+        ctx: &'a BindContext,
+        source: &'a (Ton, Npi, String),
+        seq_next: u32,
+        consumer: Consumer,
+    ) -> Session<'a> {
         Session {
             ctx,
+            consumer,
             source,
             seq: seq_next,
             next_key: 0,
@@ -341,22 +355,23 @@ impl<'a> Session<'a> {
         let result = self
             .run_inner(&mut reader, &mut buf, &writer, drain_deadline)
             .await;
-        self.flush_settled().await;
+        self.flush_settled();
         let now_ms = system_now_ms();
         for (_, f) in self.inflight.drain() {
             let mut job = f.job;
             job.not_before_ms = now_ms;
             job.avoid = Some(self.ctx.status.name.to_string());
-            self.ctx.outbox.release(job).await;
+            self.consumer.release(job);
         }
+        self.consumer.close();
         result
     }
 
-    async fn flush_settled(&mut self) {
+    fn flush_settled(&mut self) {
         for (job, how) in std::mem::take(&mut self.settle) {
             match how {
-                Settle::Done => self.ctx.outbox.done(&job).await,
-                Settle::Release => self.ctx.outbox.release(job).await,
+                Settle::Done => self.consumer.done(&job),
+                Settle::Release => self.consumer.release(job),
             }
         }
     }
@@ -373,14 +388,13 @@ impl<'a> Session<'a> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = BytesMut::with_capacity(16 * 1024);
-        let name = self.ctx.status.name.to_string();
         loop {
             // Put ready parts on the wire while the window and the rate allow.
             self.fill_window(&mut out);
             if !out.is_empty() {
                 writer.send(out.split()).await.map_err(|_| Error::Closed)?;
             }
-            self.flush_settled().await;
+            self.flush_settled();
 
             let draining = self.ctx.shutdown.is_cancelled();
             if draining {
@@ -417,7 +431,7 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                job = self.ctx.outbox.next(&self.ctx.routes, &name, &self.ctx.routing), if room => {
+                job = self.consumer.next(), if room => {
                     self.admit(job);
                 }
                 _ = sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
