@@ -5,6 +5,7 @@
 mod util;
 
 mod daemon;
+mod durability;
 mod messages;
 mod ops;
 mod receipts;

@@ -425,3 +425,72 @@ pub fn text_job(id: usize, to: &str, text: String) -> otpgate::outbox::Job {
         receipt: None,
     }
 }
+
+/// A TCP proxy on loopback in front of `upstream` that the test can cut: while down it drops
+/// every connection and refuses new ones (a network outage of the server behind it).
+#[derive(Clone)]
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = Proxy {
+            addr: listener.local_addr().unwrap(),
+            up: Default::default(),
+            cut: Default::default(),
+        };
+        p.up.store(true, Ordering::SeqCst);
+        let (up, cut) = (p.up.clone(), p.cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        p
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The socket address of `REDIS_URL`.
+pub fn redis_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let url = redis_url();
+    let rest = url.trim_start_matches("redis://");
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:6379")
+    };
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}
