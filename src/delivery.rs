@@ -73,9 +73,12 @@ impl Tracker {
                     self.final_receipt(&smsc, &message_id, parts, &stat).await?;
                 }
             }
-            DeliveryEvent::Failed { message_id, error } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => "", "status" => "failed")
-                    .increment(1);
+            DeliveryEvent::Failed {
+                message_id,
+                smsc,
+                error,
+            } => {
+                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
                 self.store
                     .update_message(
                         &message_id,
@@ -88,7 +91,7 @@ impl Tracker {
                     .await?;
             }
             DeliveryEvent::Expired { message_id } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => "", "status" => "expired")
+                metrics::counter!("otpgate_sms_total", "smsc" => "none", "status" => "expired")
                     .increment(1);
                 self.store
                     .update_message(

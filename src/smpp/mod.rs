@@ -23,7 +23,11 @@ pub enum DeliveryEvent {
         smsc_message_ids: Vec<String>,
     },
     /// Refused for good (permanent SMPP error), with the status.
-    Failed { message_id: String, error: String },
+    Failed {
+        message_id: String,
+        smsc: Arc<str>,
+        error: String,
+    },
     /// Its validity ended before an SMSC accepted it; it was not sent.
     Expired { message_id: String },
     /// A delivery receipt arrived.

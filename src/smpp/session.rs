@@ -744,6 +744,7 @@ impl<'a> Session<'a> {
                     self.pending.retain(|_, q| q.key != p.key);
                     let _ = self.ctx.events.send(DeliveryEvent::Failed {
                         message_id: f.job.message_id.clone(),
+                        smsc: self.ctx.status.name.clone(),
                         error: status_name(status),
                     });
                     self.settle.push((f.job, Settle::Done));

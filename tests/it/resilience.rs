@@ -221,3 +221,31 @@ async fn throughput_cap_spreads_submits() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_timeouts_retry_on_the_other_smsc() {
+    let sim_a = start_sim().await;
+    let sim_b = start_sim().await;
+    // A accepts submits but never answers them.
+    sim_a.update(|b| b.ignore_submits = true);
+    let second = format!(
+        "\n[[smpp.smsc]]\nname = \"sim-b\"\naddress = \"{}\"\nresponse_timeout = \"2s\"\n",
+        sim_b.addr()
+    );
+    let d = TestDaemon::start_with(Backend::Memory, sim_a.clone(), &second, |_| {}).await;
+    for _ in 0..100 {
+        if sim_b.binds() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_burst(&d, 100, "+8536634").await;
+    let sims = [&sim_b];
+    let seen = collect(&sims, 100, || {}).await;
+    assert_each_once(&seen, 100, 0);
+    assert!(
+        sim_a.submits() > 0,
+        "some went to A first and timed out there"
+    );
+    d.stop().await;
+}
