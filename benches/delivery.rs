@@ -11,6 +11,8 @@
 //! Everything runs in one process on this machine: the load generator, the daemon and the
 //! SMSC simulator share its cores, so the figures are a floor for the daemon alone.
 
+#![allow(clippy::unwrap_used)] // a measurement program: a failed setup should stop it loudly
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -310,8 +312,8 @@ async fn latency(rate: u64, secs: u64) {
     }
     let sent_in = started.elapsed();
     let _ = tokio::time::timeout(Duration::from_secs(30), collector).await;
-    let acc = accepted.lock().unwrap();
-    let arr = arrived.lock().unwrap();
+    let acc: Vec<Option<Instant>> = accepted.lock().unwrap().clone();
+    let arr: Vec<Option<Instant>> = arrived.lock().unwrap().clone();
     let mut lat: Vec<Duration> = acc
         .iter()
         .zip(arr.iter())
