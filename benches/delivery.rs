@@ -7,6 +7,7 @@
 //! - latency: API accept (202) → submit_sm at the SMSC, p50/p99, at a fixed request rate.
 //! - api: codes issued per second (HTTP → store → outbox) and codes checked per second over
 //!   HTTP, memory store (and Redis when REDIS_URL answers), 64 connections.
+//! - memory (only when asked for): RSS of 1,000,000 pending verifications in the memory store.
 //!
 //! Everything runs in one process on this machine: the load generator, the daemon and the
 //! SMSC simulator share its cores, so the figures are a floor for the daemon alone.
@@ -443,6 +444,76 @@ async fn api(store: &str, redis: Option<&str>, total: usize) {
     d.stop().await;
 }
 
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// RSS of `n` pending verifications (each with its message record) in the memory store.
+async fn memory(n: usize) {
+    use otpgate::store::{
+        DeliveryStatus, MessageRecord, Status, Store, Verification, memory::MemoryStore,
+    };
+    let store = MemoryStore::new();
+    let phones = otpgate::phone::PhonePolicy::new("MO", &[]).unwrap();
+    let before = rss_kib();
+    let now = otpgate::clock::system_now_ms();
+    for i in 0..n {
+        let tag = otpgate::ids::random_tag();
+        let id = otpgate::ids::new_id("ver", &tag);
+        let msg = otpgate::ids::new_id("msg", &tag);
+        let v = Verification {
+            id: id.clone(),
+            client: "account-platform".into(),
+            purpose: otpgate::purpose::Purpose::Login,
+            account_id: Some(format!("acc-{i}")),
+            phone: phones
+                .parse(&format!("+8536{:07}", 6_000_000 + i % 1_000_000))
+                .unwrap(),
+            locale: otpgate::sms::Locale::ZhHant,
+            status: Status::Pending,
+            digits: 6,
+            created_at_ms: now,
+            expires_at_ms: now + 300_000,
+            attempts_used: 0,
+            max_attempts: 5,
+            sends: 1,
+            max_sends: 3,
+            last_sent_ms: now,
+            cooldown_ms: 60_000,
+            message_id: msg.clone(),
+            subject: format!("{:032x}", i),
+        };
+        let m = MessageRecord {
+            id: msg,
+            client: "account-platform".into(),
+            owner: id,
+            status: DeliveryStatus::Submitted,
+            encoding: "ucs2".into(),
+            parts: 1,
+            created_at_ms: now,
+            submitted_at_ms: Some(now),
+            delivered_at_ms: None,
+            error: None,
+        };
+        store.create_verification(&v, &m).await.unwrap();
+    }
+    let after = rss_kib();
+    println!(
+        "memory: {n} pending verifications (+ message records) in the memory store: RSS +{:.1} MiB ({:.0} bytes each)",
+        (after - before) as f64 / 1024.0,
+        (after - before) as f64 * 1024.0 / n as f64
+    );
+    assert_eq!(store.verification_count(), n);
+}
+
 fn main() {
     let what = std::env::args()
         .skip(1)
@@ -463,6 +534,9 @@ fn main() {
         }
     );
     rt.block_on(async {
+        if what == "memory" {
+            memory(1_000_000).await;
+        }
         if what == "all" || what == "smpp" {
             smpp(50_000).await;
         }
