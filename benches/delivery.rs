@@ -462,7 +462,6 @@ async fn memory(n: usize) {
         DeliveryStatus, MessageRecord, Status, Store, Verification, memory::MemoryStore,
     };
     let store = MemoryStore::new();
-    let phones = otpgate::phone::PhonePolicy::new("MO", &[]).unwrap();
     let before = rss_kib();
     let now = otpgate::clock::system_now_ms();
     for i in 0..n {
@@ -474,9 +473,11 @@ async fn memory(n: usize) {
             client: "account-platform".into(),
             purpose: otpgate::purpose::Purpose::Login,
             account_id: Some(format!("acc-{i}")),
-            phone: phones
-                .parse(&format!("+8536{:07}", 6_000_000 + i % 1_000_000))
-                .unwrap(),
+            // The number only has to look like one: its digits do not change the footprint.
+            phone: otpgate::phone::Phone::from_e164_unchecked(format!(
+                "+8536{:07}",
+                6_000_000 + i % 1_000_000
+            )),
             locale: otpgate::sms::Locale::ZhHant,
             status: Status::Pending,
             digits: 6,

@@ -56,6 +56,9 @@ impl MemoryOutbox {
     fn insert(&self, job: Job, front: bool) {
         {
             let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            // Counted under the lock, so a taker never sees the job before its count (which
+            // would wrap the counter below zero and make the outbox look full).
+            self.len.fetch_add(1, Ordering::Relaxed);
             let slot = q.entry(job.route.clone()).or_default();
             let lane = &mut slot[job.priority.index()];
             if front {
@@ -64,7 +67,6 @@ impl MemoryOutbox {
                 lane.push_back(job);
             }
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
         self.notify.notify_waiters();
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use otpgate::smpp::sim::SimHandle;
 use serde_json::json;
 
+use crate::both_stores;
 use crate::util::*;
 
 const N: usize = 2000;
@@ -23,18 +24,24 @@ async fn send_burst(d: &TestDaemon, n: usize, prefix: &str) {
             let url = format!("{}/v1/messages", d.base);
             let body = json!({"to": format!("{prefix}{j:04}"), "text": format!("m{j}")});
             batch.push(tokio::spawn(async move {
-                http.post(url)
+                let r = http
+                    .post(url)
                     .bearer_auth(TOKEN_A)
                     .json(&body)
                     .send()
                     .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                    .unwrap();
+                let status = r.status().as_u16();
+                let headers = format!("{:?}", r.headers());
+                (
+                    status,
+                    format!("{headers} {}", r.text().await.unwrap_or_default()),
+                )
             }));
         }
         for t in batch {
-            assert_eq!(t.await.unwrap(), 202);
+            let (status, body) = t.await.unwrap();
+            assert_eq!(status, 202, "{body}");
         }
         i += 50;
     }
@@ -87,11 +94,11 @@ fn assert_each_once(seen: &HashMap<String, usize>, n: usize, max_dupes: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smsc_dropping_the_connection_every_second_loses_nothing() {
+both_stores! {
+    async fn smsc_dropping_the_connection_every_second_loses_nothing(b: Backend) {
     let sim = start_sim().await;
     let d =
-        TestDaemon::start_with(Backend::Memory, sim.clone(), "throughput = 1000\n", |_| {}).await;
+        TestDaemon::start_with(b, sim.clone(), "throughput = 1000\n", |_| {}).await;
     let (sender, seen) = tokio::join!(send_burst(&d, N, "+8536630"), async {
         let drops = sim.clone();
         collect(&[&sim], N, move || drops.drop_connections()).await
@@ -107,11 +114,10 @@ async fn smsc_dropping_the_connection_every_second_loses_nothing() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttled_submits_are_retried_until_accepted() {
+    async fn throttled_submits_are_retried_until_accepted(b: Backend) {
     let sim = start_sim().await;
-    sim.update(|b| b.throttle_percent = 30);
-    let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
+    sim.update(|s| s.throttle_percent = 30);
+    let d = TestDaemon::start_with(b, sim.clone(), "", |_| {}).await;
     let sims = [&sim];
     let (_, seen) = tokio::join!(send_burst(&d, N, "+8536631"), collect(&sims, N, || {}));
     assert_each_once(&seen, N, 0);
@@ -131,15 +137,14 @@ async fn throttled_submits_are_retried_until_accepted() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_smsc_takes_over_when_the_first_stops() {
+    async fn a_second_smsc_takes_over_when_the_first_stops(b: Backend) {
     let sim_a = start_sim().await;
     let sim_b = start_sim().await;
     let second = format!(
         "\n[[smpp.smsc]]\nname = \"sim-b\"\naddress = \"{}\"\nwindow = 64\nresponse_timeout = \"2s\"\n",
         sim_b.addr()
     );
-    let d = TestDaemon::start_with(Backend::Memory, sim_a.clone(), &second, |_| {}).await;
+    let d = TestDaemon::start_with(b, sim_a.clone(), &second, |_| {}).await;
     let mut stopped = false;
     let a = sim_a.clone();
     let sims = [&sim_a, &sim_b];
@@ -160,6 +165,7 @@ async fn a_second_smsc_takes_over_when_the_first_stops() {
     assert_eq!(body["smsc"]["sim"], "down");
     assert_eq!(body["smsc"]["sim-b"], "bound");
     d.stop().await;
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
