@@ -6,9 +6,7 @@ use crate::ids;
 use crate::outbox::{Body, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::sms;
-use crate::store::{
-    self, AnyStore, DeliveryStatus, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Store,
-};
+use crate::store::{self, AnyStore, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Store};
 
 /// How long a notification may wait for an SMSC before it is `expired` instead of sent.
 pub const NOTIFICATION_VALIDITY_MS: i64 = 24 * 3600 * 1000;
@@ -48,24 +46,10 @@ impl Messages {
         }
         let seg = sms::split(&text);
         let route = self.routing.route_of(&to);
-        let parts = match self.routing.long_messages_of(&route) {
-            crate::config::LongMessages::Payload => 1,
-            _ => seg.parts.len() as u32,
-        };
+        let parts = self.routing.parts_on(&route, &seg);
         let id = ids::new_id("msg", &ids::random_tag());
         let expires_at_ms = now_ms + NOTIFICATION_VALIDITY_MS;
-        let record = MessageRecord {
-            id: id.clone(),
-            client: client.to_owned(),
-            owner: String::new(),
-            status: DeliveryStatus::Queued,
-            encoding: seg.coding.as_str().to_owned(),
-            parts,
-            created_at_ms: now_ms,
-            submitted_at_ms: None,
-            delivered_at_ms: None,
-            error: None,
-        };
+        let record = MessageRecord::queued(&id, client, "", seg.coding, parts, now_ms);
         self.store
             .create_message(&record, expires_at_ms + RETENTION_AFTER_EXPIRY_MS)
             .await?;

@@ -249,22 +249,8 @@ impl Verifications {
         // Rendered here only to know the encoding and parts; the session renders it again.
         let seg = sms::split(&self.composer.render(&body));
         let route = self.routing.route_of(&v.phone);
-        let parts = match self.routing.long_messages_of(&route) {
-            crate::config::LongMessages::Payload => 1,
-            _ => seg.parts.len() as u32,
-        };
-        let record = MessageRecord {
-            id: message_id.to_owned(),
-            client: v.client.clone(),
-            owner: v.id.clone(),
-            status: DeliveryStatus::Queued,
-            encoding: seg.coding.as_str().to_owned(),
-            parts,
-            created_at_ms: now_ms,
-            submitted_at_ms: None,
-            delivered_at_ms: None,
-            error: None,
-        };
+        let parts = self.routing.parts_on(&route, &seg);
+        let record = MessageRecord::queued(message_id, &v.client, &v.id, seg.coding, parts, now_ms);
         let job = Job {
             message_id: message_id.to_owned(),
             destination: v.phone.clone(),

@@ -182,6 +182,14 @@ impl Routing {
         })
     }
 
+    /// The parts a text split as `seg` is sent in on `route` (`payload` sends one).
+    pub fn parts_on(&self, route: &str, seg: &crate::sms::Segments) -> u32 {
+        match self.long_messages_of(route) {
+            crate::config::LongMessages::Payload => 1,
+            _ => seg.parts.len() as u32,
+        }
+    }
+
     /// How long texts on `route` are sent (its first SMSC's `long_messages`).
     pub fn long_messages_of(&self, route: &str) -> crate::config::LongMessages {
         self.smscs

@@ -158,6 +158,31 @@ pub struct MessageRecord {
     pub error: Option<String>,
 }
 
+impl MessageRecord {
+    /// A new message, `queued`, as the API reports it: its encoding and parts.
+    pub fn queued(
+        id: &str,
+        client: &str,
+        owner: &str,
+        coding: crate::sms::Coding,
+        parts: u32,
+        now_ms: i64,
+    ) -> MessageRecord {
+        MessageRecord {
+            id: id.to_owned(),
+            client: client.to_owned(),
+            owner: owner.to_owned(),
+            status: DeliveryStatus::Queued,
+            encoding: coding.as_str().to_owned(),
+            parts,
+            created_at_ms: now_ms,
+            submitted_at_ms: None,
+            delivered_at_ms: None,
+            error: None,
+        }
+    }
+}
+
 /// A change of a message's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageUpdate {

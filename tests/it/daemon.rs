@@ -141,18 +141,7 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d
-        .http
-        .get(format!("{}/readyz", d.base))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "ready within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready_at(&d.base).await;
 
     // Traffic that puts numbers and codes through every path: create, wrong, right, resend.
     let mut rx = sim.subscribe();
@@ -316,18 +305,7 @@ async fn smsc_sim_command_prints_what_it_receives_and_checks_credentials() {
         base,
         http: reqwest::Client::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d
-        .http
-        .get(format!("{}/readyz", d.base))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "bound to smsc-sim within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready_at(&d.base).await;
     let (s, _) = d
         .post(
             "/v1/verifications",

@@ -81,21 +81,6 @@ fn spawn_daemon(cfg: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
-async fn wait_http(base: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "daemon ready within 15 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_burst_and_a_fresh_daemon_finishes_the_work() {
     require_redis().await;
@@ -122,7 +107,7 @@ async fn sigkill_mid_burst_and_a_fresh_daemon_finishes_the_work() {
     let mut first = spawn_daemon(&cfg);
     let out = first.stdout.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
-    wait_http(&base).await;
+    wait_ready_at(&base).await;
     let http = reqwest::Client::new();
     let accepted = post_burst(&http, &base, 0..N, "+8536640").await;
     assert_eq!(accepted, N, "all accepted before the kill");
@@ -136,7 +121,7 @@ async fn sigkill_mid_burst_and_a_fresh_daemon_finishes_the_work() {
     let mut second = spawn_daemon(&cfg);
     let out = second.stdout.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
-    wait_http(&base).await;
+    wait_ready_at(&base).await;
     let seen = arrivals(&sim, 0..N).await;
     // Only what was in flight at the kill may go twice: the window (64) and acks not yet written.
     let dupes = duplicates(&seen);

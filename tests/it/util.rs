@@ -494,3 +494,22 @@ pub fn redis_addr() -> std::net::SocketAddr {
     };
     hostport.to_socket_addrs().unwrap().next().unwrap()
 }
+
+/// Waits until `GET {base}/readyz` answers 200 (15 s at most): a daemon run as a process.
+pub async fn wait_ready_at(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} ready within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
