@@ -6,7 +6,6 @@
 pub mod codes;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::OtpConfig;
 use crate::ids;
@@ -292,9 +291,4 @@ impl Verifications {
 
 fn ceil_secs(ms: i64) -> u64 {
     (ms.max(0) as u64).div_ceil(1000).max(1)
-}
-
-/// Seconds of a duration, rounded up.
-pub fn secs_ceil(d: Duration) -> u64 {
-    d.as_millis().div_ceil(1000) as u64
 }

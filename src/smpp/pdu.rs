@@ -17,7 +17,7 @@ use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, Octet
 use rusmpp::values::{
     DataCoding, EsmClass, MessagePayload, MessageState, Npi, RegisteredDelivery, ServiceType, Ton,
 };
-use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use rusmpp::{Command, CommandStatus, Pdu};
 
 use crate::config::LongMessages;
 use crate::sms::Segments;
@@ -97,10 +97,6 @@ pub fn generic_nack(status: u32, sequence_number: u32) -> Command {
 /// Whether a command id is a response (high bit set).
 pub fn is_response(command_id: u32) -> bool {
     command_id & 0x8000_0000 != 0
-}
-
-pub fn command_id_u32(id: CommandId) -> u32 {
-    u32::from(id)
 }
 
 fn coctet<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
