@@ -105,24 +105,19 @@ async fn smpp(n: usize) {
     let dest = phones.parse("+85366123456").unwrap();
     let started = Instant::now();
     for i in 0..n {
-        let job = Job {
-            message_id: format!("msg_{i}"),
-            destination: dest.clone(),
-            body: Body::Code {
+        let job = Job::new(
+            format!("msg_{i}"),
+            dest.clone(),
+            Body::Code {
                 verification_id: format!("ver_{i}"),
                 digits: 6,
                 locale: otpgate::sms::Locale::En,
                 ttl_secs: 300,
             },
-            expires_at_ms: otpgate::clock::system_now_ms() + 300_000,
-            priority: Priority::Code,
-            route: String::new(),
-            attempts: 0,
-            avoid: None,
-            exclude: None,
-            not_before_ms: 0,
-            receipt: None,
-        };
+            otpgate::clock::system_now_ms() + 300_000,
+            Priority::Code,
+            String::new(),
+        );
         outbox.push(job).await.unwrap();
     }
     let (mut submitted, mut receipts) = (0, 0);

@@ -208,22 +208,20 @@ impl Tracker {
             return Ok(None);
         }
         Ok(Some(Job {
-            message_id: message_id.to_owned(),
-            destination: v.phone.clone(),
-            body: Body::Code {
-                verification_id: v.id.clone(),
-                digits: v.digits,
-                locale: v.locale,
-                ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
-            },
-            expires_at_ms: v.expires_at_ms,
-            priority: Priority::Code,
-            route,
-            attempts: 0,
-            avoid: None,
             exclude: Some(smsc.to_owned()),
-            not_before_ms: 0,
-            receipt: None,
+            ..Job::new(
+                message_id.to_owned(),
+                v.phone.clone(),
+                Body::Code {
+                    verification_id: v.id.clone(),
+                    digits: v.digits,
+                    locale: v.locale,
+                    ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
+                },
+                v.expires_at_ms,
+                Priority::Code,
+                route,
+            )
         }))
     }
 }

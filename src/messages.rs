@@ -53,19 +53,14 @@ impl Messages {
         self.store
             .create_message(&record, expires_at_ms + RETENTION_AFTER_EXPIRY_MS)
             .await?;
-        let job = Job {
-            message_id: id,
-            destination: to,
-            body: Body::Text { text },
+        let job = Job::new(
+            id,
+            to,
+            Body::Text { text },
             expires_at_ms,
-            priority: Priority::Notification,
+            Priority::Notification,
             route,
-            attempts: 0,
-            avoid: None,
-            exclude: None,
-            not_before_ms: 0,
-            receipt: None,
-        };
+        );
         self.outbox.push(job).await?;
         metrics::counter!("otpgate_messages_total", "outcome" => "queued").increment(1);
         Ok(record)

@@ -250,19 +250,14 @@ impl Verifications {
         let route = self.routing.route_of(&v.phone);
         let parts = self.routing.parts_on(&route, &seg);
         let record = MessageRecord::queued(message_id, &v.client, &v.id, seg.coding, parts, now_ms);
-        let job = Job {
-            message_id: message_id.to_owned(),
-            destination: v.phone.clone(),
+        let job = Job::new(
+            message_id.to_owned(),
+            v.phone.clone(),
             body,
-            expires_at_ms: v.expires_at_ms,
-            priority: Priority::Code,
+            v.expires_at_ms,
+            Priority::Code,
             route,
-            attempts: 0,
-            avoid: None,
-            exclude: None,
-            not_before_ms: 0,
-            receipt: None,
-        };
+        );
         (job, record)
     }
 

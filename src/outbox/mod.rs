@@ -90,6 +90,32 @@ pub struct Job {
     pub receipt: Option<String>,
 }
 
+impl Job {
+    /// A message on its first try.
+    pub fn new(
+        message_id: String,
+        destination: Phone,
+        body: Body,
+        expires_at_ms: i64,
+        priority: Priority,
+        route: String,
+    ) -> Job {
+        Job {
+            message_id,
+            destination,
+            body,
+            expires_at_ms,
+            priority,
+            route,
+            attempts: 0,
+            avoid: None,
+            exclude: None,
+            not_before_ms: 0,
+            receipt: None,
+        }
+    }
+}
+
 /// Renders a job's text.
 pub struct Composer {
     pub codes: CodeDeriver,

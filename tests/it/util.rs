@@ -411,19 +411,14 @@ pub async fn start_bind(addr: &str, smsc: otpgate::config::SmscConfig, wait_boun
 /// A plain-text job to `to` (E.164) on the default route.
 pub fn text_job(id: usize, to: &str, text: String) -> otpgate::outbox::Job {
     let phones = otpgate::phone::PhonePolicy::new("MO", &[]).unwrap();
-    otpgate::outbox::Job {
-        message_id: format!("msg_{id}"),
-        destination: phones.parse(to).unwrap(),
-        body: otpgate::outbox::Body::Text { text },
-        expires_at_ms: otpgate::clock::system_now_ms() + 300_000,
-        priority: otpgate::outbox::Priority::Notification,
-        route: String::new(),
-        attempts: 0,
-        avoid: None,
-        exclude: None,
-        not_before_ms: 0,
-        receipt: None,
-    }
+    otpgate::outbox::Job::new(
+        format!("msg_{id}"),
+        phones.parse(to).unwrap(),
+        otpgate::outbox::Body::Text { text },
+        otpgate::clock::system_now_ms() + 300_000,
+        otpgate::outbox::Priority::Notification,
+        String::new(),
+    )
 }
 
 /// A TCP proxy on loopback in front of `upstream` that the test can cut: while down it drops
