@@ -156,15 +156,7 @@ async fn two_daemons_share_one_redis_without_duplicates() {
     assert_eq!(duplicates(&seen), 0, "no message sent twice");
     // Both took part in sending.
     for d in [&a, &b] {
-        let m = d
-            .http
-            .get(format!("{}/metrics", d.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         assert!(
             m.contains("otpgate_sms_total{smsc=\"sim\",status=\"submitted\"}"),
             "{m}"

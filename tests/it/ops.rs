@@ -29,15 +29,7 @@ async fn metrics_count_requests_verifications_and_sms() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let text = d
-        .http
-        .get(format!("{}/metrics", d.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     for needle in [
         r#"otpgate_http_requests_total{route="/v1/verifications",method="POST",status="201"}"#,
         r#"otpgate_verifications_total{purpose="login",outcome="approved"}"#,

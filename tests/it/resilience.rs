@@ -121,15 +121,7 @@ both_stores! {
     let sims = [&sim];
     let (_, seen) = tokio::join!(send_burst(&d, N, "+8536631"), collect(&sims, N, || {}));
     assert_each_once(&seen, N, 0);
-    let metrics = d
-        .http
-        .get(format!("{}/metrics", d.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("otpgate_smpp_throttled_total{smsc=\"sim\"}"),
         "throttling is counted"

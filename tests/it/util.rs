@@ -286,6 +286,17 @@ impl TestDaemon {
         (status, r.json::<Value>().await.unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics");
+        r.text().await.expect("metrics text")
+    }
+
     /// Creates a verification and returns (id, code as received by the SMSC, the SMS).
     pub async fn create_and_receive(&self, body: Value) -> (String, String, Received) {
         let mut rx = self.sim.subscribe();
