@@ -283,6 +283,7 @@ pub async fn run(
     outbox.flush(Duration::from_secs(5)).await;
     for s in simulators {
         s.shutdown();
+        s.stopped().await;
     }
     tracing::info!("stopped");
     Ok(())

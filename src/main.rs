@@ -197,6 +197,7 @@ fn smsc_sim(
         tracing::info!(address = %handle.addr(), "SMSC simulator listening");
         shutdown_signal().await;
         handle.shutdown();
+        handle.stopped().await;
         Ok(())
     })
 }

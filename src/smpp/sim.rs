@@ -82,7 +82,11 @@ struct Shared {
     generic_nacks: AtomicU64,
     binds: AtomicU64,
     submits: AtomicU64,
+    /// Cancelled by `shutdown`: the accept loop and every connection watch it.
     stop: CancellationToken,
+    /// Cancelled once the accept loop has ended and the listener is closed.
+    closed: CancellationToken,
+    /// The current generation of connections; `drop_connections` cancels it and starts a new one.
     kill_conns: Mutex<CancellationToken>,
 }
 
@@ -160,10 +164,18 @@ impl SimHandle {
         }
     }
 
-    /// Stops listening and drops every connection.
+    /// Stops listening and drops every connection, at once: from this call on no connection is
+    /// served, even one the kernel completed before the listener closes (each connection
+    /// watches the stop token itself, so a token swap cannot let one slip through).
+    /// `stopped().await` waits until the listener is closed and its port free.
     pub fn shutdown(&self) {
         self.inner.stop.cancel();
         self.drop_connections();
+    }
+
+    /// Waits until the listener of a shut-down simulator is closed.
+    pub async fn stopped(&self) {
+        self.inner.closed.cancelled().await;
     }
 }
 
@@ -254,14 +266,21 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         binds: AtomicU64::new(0),
         submits: AtomicU64::new(0),
         stop: CancellationToken::new(),
+        closed: CancellationToken::new(),
         kill_conns: Mutex::new(CancellationToken::new()),
     });
     let shared = inner.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                // A stop wins over a connection that is ready at the same time.
+                biased;
+                _ = shared.stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        if shared.stop.is_cancelled() {
+                            break;
+                        }
                         let kill = shared.kill_conns.lock().map(|t| t.clone()).unwrap_or_default();
                         tokio::spawn(serve_conn(shared.clone(), stream, kill));
                     }
@@ -270,9 +289,10 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 },
-                _ = shared.stop.cancelled() => break,
             }
         }
+        drop(listener);
+        shared.closed.cancel();
     });
     Ok(SimHandle { inner })
 }
@@ -315,11 +335,13 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
     let mut assemblies: HashMap<(String, u16, u8), Assembly> = HashMap::new();
     'conn: loop {
         tokio::select! {
+            biased;
+            _ = kill.cancelled() => break 'conn,
+            _ = shared.stop.cancelled() => break 'conn,
             n = reader.read_buf(&mut buf) => match n {
                 Ok(0) | Err(_) => break 'conn,
                 Ok(_) => {}
             },
-            _ = kill.cancelled() => break 'conn,
         }
         let mut out = BytesMut::new();
         loop {

@@ -200,6 +200,7 @@ async fn reconnects_after_the_smsc_restarts() {
     let addr = sim.addr();
     let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
     sim.shutdown();
+    sim.stopped().await;
     // The daemon notices and says so.
     for _ in 0..100 {
         let (s, body) = d.get("", "/readyz").await;
@@ -261,4 +262,54 @@ async fn permanent_errors_fail_the_message_with_the_smpp_status() {
     }
     assert_eq!(delivery, "failed");
     d.stop().await;
+}
+
+/// Sends a bind_transceiver on `s`; true when the simulator answered it.
+async fn bind_answered(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bind = rusmpp::Command::new(
+        rusmpp::CommandStatus::EsmeRok,
+        1,
+        rusmpp::Pdu::BindTransceiver(Default::default()),
+    );
+    if s.write_all(&otpgate::smpp::pdu::encode(&bind))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut head)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_simulator_serves_no_connection() {
+    // Connections the kernel completed just before shutdown() (some accepted, some still in
+    // the backlog) must not be served afterwards, and the port is free once stopped() returns.
+    for round in 0..10 {
+        let sim = start_sim().await;
+        let addr = sim.addr();
+        let mut conns = Vec::new();
+        for _ in 0..64 {
+            conns.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        sim.shutdown();
+        let mut answered = 0;
+        for c in &mut conns {
+            if bind_answered(c).await {
+                answered += 1;
+            }
+        }
+        assert_eq!(
+            answered, 0,
+            "round {round}: binds answered after shutdown()"
+        );
+        sim.stopped().await;
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the port is free once stopped() returns");
+    }
 }
