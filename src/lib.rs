@@ -81,6 +81,8 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Called once the HTTP listener serves (systemd `READY=1`).
     pub on_ready: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The HTTP server's timeouts and bounds (default: contract §6).
+    pub http: Option<api::serve::HttpLimits>,
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves, then drains: stops accepting,
@@ -265,15 +267,13 @@ pub async fn run(
         source: e,
     })?;
     tracing::info!(%addr, store = ?config.store.backend, "listening");
+    // What is loaded lazily (the phone-number metadata, ~60 ms) is loaded before READY=1,
+    // not on the first citizen's request.
+    phone::warm_up();
     if let Some(ready) = &options.on_ready {
         ready();
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    api::serve::serve(listener, app, shutdown, options.http.unwrap_or_default()).await;
     tracing::info!("HTTP stopped; draining SMS queue and unbinding");
     smpp_stop.cancel();
     for t in bind_tasks {

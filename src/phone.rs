@@ -126,6 +126,14 @@ impl fmt::Display for Phone {
     }
 }
 
+/// Loads the phone-number metadata (parsed lazily on first use, ~60 ms) so that the first
+/// request after start does not pay for it.
+pub fn warm_up() {
+    if let Ok(n) = phonenumber::parse(None, "+85366123456") {
+        let _ = phonenumber::is_valid(&n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod messages;
 pub mod ops;
+pub mod serve;
 pub mod verifications;
 
 use std::collections::HashMap;
@@ -105,12 +106,7 @@ impl FromRequestParts<AppState> for Client {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer_token(header).ok_or(ApiError::Unauthorized)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         state
             .clients
@@ -171,6 +167,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 7235 §2.1) and may be followed by any run of spaces.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_matches(' ');
+    (!token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
 fn backticked(msg: &str, after: &str) -> Option<String> {
     let start = msg.find(after)? + after.len();
     let end = msg[start..].find('`')?;
@@ -191,7 +198,7 @@ async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
@@ -201,6 +208,25 @@ async fn track(req: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     resp
 }
+
+/// The `method` label: one of a fixed set, so a client cannot create series at will.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Requests handled at once; more wait for a turn (with the connection bound of `serve`,
+/// this keeps a flood from turning into unbounded work on the store).
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
@@ -212,5 +238,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            serve::HEADER_TIMEOUT,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_IN_FLIGHT,
+        ))
         .with_state(state)
 }

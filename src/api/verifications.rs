@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Client, Json};
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, rfc3339_ceil};
 use crate::otp::NewVerification;
 use crate::purpose::Purpose;
 use crate::sms::Locale;
@@ -78,7 +78,7 @@ fn view(v: &Verification, msg: Option<&MessageRecord>, now_ms: i64) -> Verificat
         status: v.status_at(now_ms),
         phone_masked: v.phone.masked(),
         expires_at: rfc3339(v.expires_at_ms),
-        resend_available_at: rfc3339(v.last_sent_ms + v.cooldown_ms),
+        resend_available_at: rfc3339_ceil(v.last_sent_ms + v.cooldown_ms),
         attempts_remaining: v.max_attempts.saturating_sub(v.attempts_used),
         sends_remaining: v.max_sends.saturating_sub(v.sends),
         message_id: v.message_id.clone(),

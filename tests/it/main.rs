@@ -6,6 +6,7 @@ mod util;
 
 mod daemon;
 mod durability;
+mod edges;
 mod messages;
 mod ops;
 mod receipts;
