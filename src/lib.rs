@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod ids;
+pub mod limits;
 pub mod messages;
 pub mod otp;
 pub mod outbox;

@@ -7,6 +7,7 @@ mod util;
 mod daemon;
 mod durability;
 mod edges;
+mod limits;
 mod messages;
 mod ops;
 mod receipts;
