@@ -27,6 +27,7 @@ pub mod purpose;
 pub mod smpp;
 pub mod sms;
 pub mod store;
+pub mod subscriber;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

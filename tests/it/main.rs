@@ -4,6 +4,7 @@
 
 mod util;
 
+mod carrier;
 mod daemon;
 mod durability;
 mod edges;
@@ -13,4 +14,5 @@ mod ops;
 mod receipts;
 mod resilience;
 mod smpp;
+mod subscriber;
 mod verifications;
