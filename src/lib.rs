@@ -13,11 +13,13 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
+pub mod activation;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod ids;
+pub mod limits;
 pub mod messages;
 pub mod otp;
 pub mod outbox;
@@ -26,6 +28,7 @@ pub mod purpose;
 pub mod smpp;
 pub mod sms;
 pub mod store;
+pub mod subscriber;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
