@@ -84,6 +84,28 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Called once the HTTP listener serves (systemd `READY=1`).
     pub on_ready: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// systemd's watchdog (`WATCHDOG=1`), pinged only while the store answers.
+    pub watchdog: Option<Watchdog>,
+}
+
+/// Every `interval`, `ping` is called if the store answered a ping within `interval`: a
+/// stalled runtime or a store that does not answer stops the pings, and systemd restarts us.
+#[derive(Clone)]
+pub struct Watchdog {
+    pub interval: Duration,
+    pub ping: Arc<dyn Fn() + Send + Sync>,
+}
+
+async fn watchdog(w: Watchdog, store: AnyStore) {
+    let mut tick = tokio::time::interval(w.interval);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(w.interval, store::Store::ping(&store)).await {
+            Ok(Ok(())) => (w.ping)(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "store does not answer: no watchdog ping"),
+            Err(_) => tracing::warn!("store ping timed out: no watchdog ping"),
+        }
+    }
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves, then drains: stops accepting,
@@ -271,6 +293,7 @@ pub async fn run(
     if let Some(ready) = &options.on_ready {
         ready();
     }
+    let watchdog = (options.watchdog.clone()).map(|w| tokio::spawn(watchdog(w, store.clone())));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -287,6 +310,9 @@ pub async fn run(
     for s in simulators {
         s.shutdown();
         s.stopped().await;
+    }
+    if let Some(w) = watchdog {
+        w.abort();
     }
     tracing::info!("stopped");
     Ok(())

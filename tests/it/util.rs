@@ -180,7 +180,7 @@ impl TestDaemon {
         let (tx, rx) = oneshot::channel::<()>();
         let options = otpgate::RunOptions {
             clock: clock.clone(),
-            on_ready: None,
+            ..Default::default()
         };
         let cfg = config.clone();
         let task = tokio::spawn(async move {
