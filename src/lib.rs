@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration, parsed and validated once.
+//! - [`config`]: the TOML configuration, parsed and validated once; each section's types and
+//!   checks live in its domain (`smpp::config`, `otp::config`, …).
 //! - [`api`]: the HTTP API (axum): authentication, error shape, one file per resource.
 //! - [`otp`]: SMS one-time-code verifications; [`otp::codes`] derives codes with HMAC.
 //! - [`store`]: the storage trait with memory and Redis implementations.
@@ -10,6 +11,7 @@
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
+//! - [`limits`], [`subscriber`], [`activation`]: so far only their configuration.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
