@@ -203,14 +203,14 @@ impl Config {
     /// Parses and validates config text; `file` is only used in error messages. Every bad key
     /// is reported, type errors and unknown keys included, each with its full path.
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let (config, mut issues) =
-            parse::parse::<Config>(text).map_err(|s| ConfigError::Syntax {
-                file: file.to_owned(),
-                line: s.line,
-                column: s.column,
-                message: s.message,
-            })?;
-        if let Some(config) = &config {
+        let parsed = parse::parse::<Config>(text).map_err(|s| ConfigError::Syntax {
+            file: file.to_owned(),
+            line: s.line,
+            column: s.column,
+            message: s.message,
+        })?;
+        let mut issues = parsed.issues.clone();
+        if let Some(config) = &parsed.value {
             // A key that did not parse took its default: do not judge the default again.
             let unparsed: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
             let under = |path: &str, p: &str| {
@@ -223,10 +223,14 @@ impl Config {
                 config
                     .validate()
                     .into_iter()
+                    .map(|i| ConfigIssue {
+                        path: parsed.path_in_file(&i.path),
+                        message: i.message,
+                    })
                     .filter(|i| !unparsed.iter().any(|p| under(&i.path, p))),
             );
         }
-        match config {
+        match parsed.value {
             Some(config) if issues.is_empty() => Ok(config),
             _ => Err(ConfigError::Invalid {
                 file: file.to_owned(),
@@ -425,6 +429,8 @@ ttl = "1m"
 [sms]
 default_locale = "fr"
 service_name = "An Extremely Long Service Name That Nobody Reads"
+[phone]
+allowed_countries = [853, "XX"]
 [limits]
 per_phone = ["5/1h", "lots"]
 [[clients]]
@@ -449,6 +455,8 @@ colour = "red"
             "t.toml: sms.default_locale: ",
             "t.toml: sms.service_name: must be at most 40 characters",
             "t.toml: limits.per_phone[1]: invalid rate \"lots\"",
+            "t.toml: phone.allowed_countries[0]: invalid type: integer `853`",
+            "t.toml: phone.allowed_countries[1]: not an ISO 3166",
             "t.toml: clients[0].key_sha256: invalid type",
             "t.toml: clients[0].purposes[1]: unknown variant `flying`",
             "t.toml: smpp.smsc[0].window: must be 1..=1024",
@@ -461,7 +469,7 @@ colour = "red"
                 "{want:?} missing in:\n{all}"
             );
         }
-        assert_eq!(found.len(), 14, "one line per bad key:\n{all}");
+        assert_eq!(found.len(), 16, "one line per bad key:\n{all}");
     }
 
     #[test]

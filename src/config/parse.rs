@@ -32,9 +32,62 @@ enum Step {
     Index(usize),
 }
 
+/// What parsing found.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    /// `None` when some error could not be stepped over (then `issues` says why).
+    pub value: Option<T>,
+    /// Every type error and unknown key, with its path in the file.
+    pub issues: Vec<ConfigIssue>,
+    /// Array elements dropped because they did not parse, by the array's path in the file.
+    removed: HashMap<String, Vec<usize>>,
+}
+
+impl<T> Parsed<T> {
+    /// A path into `value` (`phone.allowed_countries[0]`) as a path into the file, where
+    /// elements before it may have been dropped (`phone.allowed_countries[1]`).
+    pub fn path_in_file(&self, path: &str) -> String {
+        let mut out = String::with_capacity(path.len());
+        let mut rest = path;
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find(']').and_then(|close| {
+                after[..close]
+                    .parse::<usize>()
+                    .ok()
+                    .map(|i| (i, &after[close + 1..]))
+            }) {
+                Some((i, tail)) => {
+                    let i = original_index(self.removed.get(&out), i);
+                    out.push_str(&format!("[{i}]"));
+                    rest = tail;
+                }
+                None => {
+                    out.push('[');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The index in the file of element `i` of an array from which `removed` (indices in the
+/// file, ascending) were dropped.
+fn original_index(removed: Option<&Vec<usize>>, i: usize) -> usize {
+    let mut original = i;
+    for r in removed.into_iter().flatten() {
+        if *r <= original {
+            original += 1;
+        }
+    }
+    original
+}
+
 /// Parses `text` and deserializes it into `T`, collecting every type error and unknown key.
-/// `None` when some error could not be stepped over (then the issues say why).
-pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(Option<T>, Vec<ConfigIssue>), Syntax> {
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Parsed<T>, Syntax> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = e
             .span()
@@ -53,7 +106,13 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(Option<T>, Vec<ConfigIs
     let mut removed: HashMap<String, Vec<usize>> = HashMap::new();
     while issues.len() < MAX_ERRORS {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => return Ok((Some(t), issues)),
+            Ok(t) => {
+                return Ok(Parsed {
+                    value: Some(t),
+                    issues,
+                    removed,
+                });
+            }
             Err(e) => e,
         };
         let steps: Vec<Step> = err
@@ -94,10 +153,14 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(Option<T>, Vec<ConfigIs
                 list.push(index_in_file);
                 list.sort_unstable();
             }
-            None => return Ok((None, issues)),
+            None => break,
         }
     }
-    Ok((None, issues))
+    Ok(Parsed {
+        value: None,
+        issues,
+        removed,
+    })
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -122,12 +185,7 @@ fn original_path(steps: &[Step], removed: &HashMap<String, Vec<usize>>) -> (Stri
                 path.push_str(k);
             }
             Step::Index(i) => {
-                let mut original = *i;
-                for r in removed.get(&path).into_iter().flatten() {
-                    if *r <= original {
-                        original += 1;
-                    }
-                }
+                let original = original_index(removed.get(&path), *i);
                 last_index = original;
                 path.push_str(&format!("[{original}]"));
             }
@@ -210,8 +268,19 @@ mod tests {
     }
 
     fn paths(text: &str) -> Vec<String> {
-        let (_, issues) = parse::<Outer>(text).expect("TOML");
-        issues.into_iter().map(|i| i.to_string()).collect()
+        let parsed = parse::<Outer>(text).expect("TOML");
+        parsed.issues.into_iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn paths_into_the_parsed_value_are_mapped_back_to_the_file() {
+        let parsed = parse::<Outer>("[a]\nlist = [\"x\", 1, \"y\", 2, 3]\n").expect("TOML");
+        assert_eq!(parsed.issues.len(), 2);
+        assert_eq!(parsed.value.as_ref().expect("parsed").a.list, [1, 2, 3]);
+        assert_eq!(parsed.path_in_file("a.list[0]"), "a.list[1]");
+        assert_eq!(parsed.path_in_file("a.list[1]"), "a.list[3]");
+        assert_eq!(parsed.path_in_file("a.list[2].n"), "a.list[4].n");
+        assert_eq!(parsed.path_in_file("items[0]"), "items[0]");
     }
 
     #[test]
