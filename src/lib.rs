@@ -100,6 +100,7 @@ pub struct Watchdog {
 
 async fn watchdog(w: Watchdog, store: AnyStore) {
     let mut tick = tokio::time::interval(w.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match tokio::time::timeout(w.interval, store::Store::ping(&store)).await {

@@ -591,3 +591,71 @@ async fn probe_bind(addr: &str, password: &str) -> bool {
     let _ = bind.task.await;
     bound
 }
+
+/// The watchdog hook of `run`: pings while Redis answers, none while it does not, again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_while_the_store_is_down() {
+    require_redis().await;
+    let proxy = Proxy::start(redis_addr()).await;
+    let sim = start_sim().await;
+    let toml = config_toml(Backend::Redis, &sim.addr().to_string(), "");
+    let mut config =
+        otpgate::config::Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
+    config.store.redis_url = format!("redis://{}", proxy.addr);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (pings_tx, mut pings) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let options = otpgate::RunOptions {
+        watchdog: Some(otpgate::Watchdog {
+            interval: Duration::from_millis(200),
+            ping: Arc::new(move || {
+                let _ = pings_tx.send(());
+            }),
+        }),
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(otpgate::run(
+        config,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+        options,
+    ));
+    next_ping(&mut pings).await;
+    next_ping(&mut pings).await;
+
+    proxy.down();
+    let http = reqwest::Client::new();
+    loop {
+        let body: Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["store"] == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while pings.try_recv().is_ok() {}
+    // Five watchdog periods with the store down: not one ping.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(pings.try_recv().is_err(), "no ping while the store is down");
+
+    proxy.up();
+    next_ping(&mut pings).await;
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
+
+async fn next_ping(pings: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(10), pings.recv())
+        .await
+        .expect("a watchdog ping within 10 s")
+        .expect("the daemon runs");
+}
