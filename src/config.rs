@@ -1,19 +1,42 @@
 //! Configuration (contract §2): parsed from TOML once at start, validated, then shared read-only.
 //!
+//! This module composes: each section's types and checks live with the code that uses them
+//! (`smpp::config`, `otp::config`, `sms::config`, `store::config`, `phone::config`,
+//! `limits::config`, `subscriber::config`, `activation::config`) and are re-exported here.
+//! What stays here is the file as a whole: `[server]`, `[security]`, `[[clients]]`, parsing
+//! that names every bad key (`parse`), and the secrets published in the repository.
+//!
 //! Every key of the contract is accepted, even for features a later issue implements, so that
 //! one config file serves every version; unknown keys are an error, and every error names the
-//! key path (`smpp.smsc[0].window: must be 1..=1024`).
+//! key path (`smpp.smsc[0].window: must be 1..=1024`, `otp.ttl: invalid duration "5 min"`).
+//!
+//! Relative paths in the config (`security.secret_key_file`, `sms.templates_dir`,
+//! `subscriber.static_file`) are relative to the working directory of the process, not to the
+//! config file (systemd: `WorkingDirectory=`); absolute paths are safer.
 
-use std::collections::BTreeMap;
+pub mod duration;
+mod parse;
+pub mod published;
+
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::purpose::Purpose;
+
+pub use crate::activation::config::ActivationConfig;
+pub use crate::limits::config::{LimitsConfig, PumpingGuardConfig, RateSpec};
+pub use crate::otp::config::{OtpConfig, OtpOverride, OtpPolicy};
+pub use crate::phone::config::PhoneConfig;
+pub use crate::smpp::config::{LongMessages, SmppConfig, SmscConfig};
+pub use crate::sms::config::SmsConfig;
+pub use crate::store::config::{StoreBackend, StoreConfig};
+pub use crate::subscriber::config::{CamaraConfig, SubscriberConfig, SubscriberProvider};
 
 /// A problem with one key of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +52,29 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// What the sections' checks found: errors refuse the file, warnings are only said.
+#[derive(Debug, Default)]
+pub struct Issues {
+    pub errors: Vec<ConfigIssue>,
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl Issues {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,11 +84,16 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The file is not valid TOML or a key has the wrong type or is unknown.
-    #[error("{file}: {issue}")]
-    Parse { file: PathBuf, issue: ConfigIssue },
-    /// The file parsed but some values are out of range or inconsistent.
-    #[error("{file}: {}", issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    /// The file is not TOML.
+    #[error("{file}: line {line}, column {column}: {message}", file = file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Keys of the wrong type, unknown keys, values out of range or inconsistent: all of them.
+    #[error("{}: {}", file.display(), issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid {
         file: PathBuf,
         issues: Vec<ConfigIssue>,
@@ -53,8 +104,7 @@ impl ConfigError {
     /// Each problem on its own line, prefixed by the file (what `check-config` prints).
     pub fn lines(&self) -> Vec<String> {
         match self {
-            ConfigError::Read { .. } => vec![self.to_string()],
-            ConfigError::Parse { file, issue } => vec![format!("{}: {issue}", file.display())],
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => vec![self.to_string()],
             ConfigError::Invalid { file, issues } => issues
                 .iter()
                 .map(|i| format!("{}: {i}", file.display()))
@@ -83,73 +133,21 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A rate limit like `"5/1h"`: at most `count` events per `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSpec {
-    pub count: u32,
-    pub window: Duration,
-}
-
-impl FromStr for RateSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (count, window) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not COUNT/WINDOW like \"5/1h\""))?;
-        let count: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{count}` is not a whole number"))?;
-        let window = humantime::parse_duration(window.trim())
-            .map_err(|e| format!("`{window}` is not a duration: {e}"))?;
-        if count == 0 || window.is_zero() {
-            return Err(format!("`{s}`: count and window must be positive"));
-        }
-        Ok(RateSpec { count, window })
-    }
-}
-
-impl<'de> Deserialize<'de> for RateSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for RateSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.count,
-            humantime::format_duration(self.window)
-        )
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every key has a default (a missing `[[smpp.smsc]]` or client `name` is a validation error
+/// naming the key), so that parsing can step over a bad key and find the next one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub server: ServerConfig,
-    #[serde(default)]
     pub security: SecurityConfig,
-    #[serde(default)]
     pub store: StoreConfig,
-    #[serde(default)]
     pub clients: Vec<ClientConfig>,
-    #[serde(default)]
     pub phone: PhoneConfig,
-    #[serde(default)]
     pub otp: OtpConfig,
-    #[serde(default)]
     pub activation: ActivationConfig,
-    #[serde(default)]
     pub limits: LimitsConfig,
-    #[serde(default)]
     pub sms: SmsConfig,
     pub smpp: SmppConfig,
-    #[serde(default)]
     pub subscriber: SubscriberConfig,
 }
 
@@ -158,7 +156,7 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
 }
 
@@ -179,324 +177,18 @@ pub struct SecurityConfig {
     pub secret_key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    Memory,
-    Redis,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    pub backend: StoreBackend,
-    pub redis_url: String,
-    pub redis_cluster: Vec<String>,
-    pub key_prefix: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            backend: StoreBackend::Memory,
-            redis_url: "redis://127.0.0.1:6379/0".into(),
-            redis_cluster: Vec::new(),
-            key_prefix: "otpgate:".into(),
-        }
-    }
-}
-
 /// One calling system and what it may do.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
     pub name: String,
     pub key_sha256: String,
     pub purposes: Vec<Purpose>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PhoneConfig {
-    pub default_region: String,
-    pub allowed_countries: Vec<String>,
-}
-
-impl Default for PhoneConfig {
-    fn default() -> Self {
-        PhoneConfig {
-            default_region: "MO".into(),
-            allowed_countries: Vec::new(),
-        }
-    }
-}
-
-/// OTP policy: the `[otp]` defaults, or one purpose's effective values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OtpPolicy {
-    pub digits: u8,
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    pub max_attempts: u32,
-    pub max_sends: u32,
-    #[serde(with = "humantime_serde")]
-    pub resend_cooldown: Duration,
-}
-
-impl Default for OtpPolicy {
-    fn default() -> Self {
-        OtpPolicy {
-            digits: 6,
-            ttl: Duration::from_secs(300),
-            max_attempts: 5,
-            max_sends: 3,
-            resend_cooldown: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Per-purpose overrides: every key optional, falling back to `[otp]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtpOverride {
-    pub digits: Option<u8>,
-    #[serde(default, with = "humantime_serde::option")]
-    pub ttl: Option<Duration>,
-    pub max_attempts: Option<u32>,
-    pub max_sends: Option<u32>,
-    #[serde(default, with = "humantime_serde::option")]
-    pub resend_cooldown: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtpConfig {
-    #[serde(flatten)]
-    pub defaults: OtpPolicy,
-    #[serde(default)]
-    pub purposes: BTreeMap<Purpose, OtpOverride>,
-}
-
-impl OtpConfig {
-    /// The effective policy of one purpose.
-    pub fn policy(&self, purpose: Purpose) -> OtpPolicy {
-        let d = self.defaults;
-        match self.purposes.get(&purpose) {
-            None => d,
-            Some(o) => OtpPolicy {
-                digits: o.digits.unwrap_or(d.digits),
-                ttl: o.ttl.unwrap_or(d.ttl),
-                max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
-                max_sends: o.max_sends.unwrap_or(d.max_sends),
-                resend_cooldown: o.resend_cooldown.unwrap_or(d.resend_cooldown),
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ActivationConfig {
-    pub length: usize,
-    pub alphabet: String,
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    pub max_attempts: u32,
-}
-
-impl Default for ActivationConfig {
-    fn default() -> Self {
-        ActivationConfig {
-            length: 10,
-            alphabet: "23456789ABCDEFGHJKLMNPQRSTUVWXYZ".into(),
-            ttl: Duration::from_secs(7 * 86400),
-            max_attempts: 5,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    pub per_phone: Vec<RateSpec>,
-    pub per_account: Vec<RateSpec>,
-    pub per_ip: Vec<RateSpec>,
-    pub account_failures: Option<RateSpec>,
-    pub per_country: BTreeMap<String, RateSpec>,
-    pub pumping_guard: PumpingGuardConfig,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let r = |s: &str| s.parse().expect("built-in rate spec");
-        LimitsConfig {
-            per_phone: vec![r("5/1h"), r("10/24h")],
-            per_account: vec![r("10/1h")],
-            per_ip: vec![r("20/1h")],
-            account_failures: Some(r("10/1h")),
-            per_country: BTreeMap::new(),
-            pumping_guard: PumpingGuardConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PumpingGuardConfig {
-    pub enabled: bool,
-    pub prefix_digits: usize,
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    pub min_sent: u32,
-    pub min_approval_ratio: f64,
-    #[serde(with = "humantime_serde")]
-    pub cool_off: Duration,
-}
-
-impl Default for PumpingGuardConfig {
-    fn default() -> Self {
-        PumpingGuardConfig {
-            enabled: false,
-            prefix_digits: 6,
-            window: Duration::from_secs(3600),
-            min_sent: 50,
-            min_approval_ratio: 0.2,
-            cool_off: Duration::from_secs(3600),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmsConfig {
-    pub service_name: String,
-    pub default_locale: crate::sms::Locale,
-    pub webotp_domain: String,
-    pub notify_old_phone_on_change: bool,
-    pub templates_dir: Option<PathBuf>,
-}
-
-impl Default for SmsConfig {
-    fn default() -> Self {
-        SmsConfig {
-            service_name: "One Account".into(),
-            default_locale: crate::sms::Locale::En,
-            webotp_domain: String::new(),
-            notify_old_phone_on_change: true,
-            templates_dir: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmppConfig {
-    pub smsc: Vec<SmscConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LongMessages {
-    Udh,
-    Sar,
-    Payload,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmscConfig {
-    pub name: String,
-    pub simulator: bool,
-    pub address: String,
-    pub system_id: String,
-    pub password: Secret,
-    pub system_type: String,
-    pub binds: u32,
-    pub window: u32,
-    pub throughput: u32,
-    #[serde(with = "humantime_serde")]
-    pub enquire_link_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub response_timeout: Duration,
-    pub source_addr: String,
-    pub routes: Vec<String>,
-    pub long_messages: LongMessages,
-}
-
-impl Default for SmscConfig {
-    fn default() -> Self {
-        SmscConfig {
-            name: String::new(),
-            simulator: false,
-            address: "127.0.0.1:2775".into(),
-            system_id: "otpgate".into(),
-            password: Secret::default(),
-            system_type: String::new(),
-            binds: 1,
-            window: 32,
-            throughput: 0,
-            enquire_link_interval: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(10),
-            source_addr: "OneAccount".into(),
-            routes: Vec::new(),
-            long_messages: LongMessages::Udh,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SubscriberProvider {
-    Static,
-    Camara,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SubscriberConfig {
-    pub provider: SubscriberProvider,
-    pub static_file: PathBuf,
-    #[serde(with = "humantime_serde")]
-    pub sim_swap_max_age: Duration,
-    pub require: Vec<String>,
-    pub name_score_threshold: u8,
-    pub camara: Option<CamaraConfig>,
-}
-
-impl Default for SubscriberConfig {
-    fn default() -> Self {
-        SubscriberConfig {
-            provider: SubscriberProvider::Static,
-            static_file: PathBuf::from("config/subscribers.toml"),
-            sim_swap_max_age: Duration::from_secs(72 * 3600),
-            require: vec!["id_document".into(), "name".into(), "birthdate".into()],
-            name_score_threshold: 90,
-            camara: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CamaraConfig {
-    pub base_url: String,
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub routes: Vec<String>,
-}
-
-const IDENTITY_FIELDS: [&str; 7] = [
-    "id_document",
-    "id_document_type",
-    "name",
-    "given_name",
-    "family_name",
-    "birthdate",
-    "address",
-];
+/// What to say about a bad `secret_key`.
+const SECRET_KEY_FORMAT: &str =
+    "must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`";
 
 impl Config {
     /// Reads, parses and validates a config file.
@@ -508,289 +200,175 @@ impl Config {
         Config::from_toml(&text, path)
     }
 
-    /// Parses and validates config text; `file` is only used in error messages and to resolve
-    /// `secret_key_file`.
+    /// Parses and validates config text; `file` is only used in error messages. Every bad key
+    /// is reported, type errors and unknown keys included, each with its full path.
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+        let parsed = parse::parse::<Config>(text).map_err(|s| ConfigError::Syntax {
             file: file.to_owned(),
-            issue: ConfigIssue {
-                path: "(file)".into(),
-                message: e.message().to_owned(),
-            },
+            line: s.line,
+            column: s.column,
+            message: s.message,
         })?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::Parse {
-                file: file.to_owned(),
-                issue: ConfigIssue {
-                    path: if path == "." {
-                        "(top level)".into()
-                    } else {
-                        path
-                    },
-                    message: e.into_inner().message().to_owned(),
-                },
-            }
-        })?;
-        let issues = config.validate();
-        if issues.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
+        let mut issues = parsed.issues.clone();
+        if let Some(config) = &parsed.value {
+            // A key that did not parse took its default: do not judge the default again.
+            let unparsed: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
+            let under = |path: &str, p: &str| {
+                path == p
+                    || path
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            };
+            issues.extend(
+                config
+                    .validate()
+                    .into_iter()
+                    .map(|i| ConfigIssue {
+                        path: parsed.path_in_file(&i.path),
+                        message: i.message,
+                    })
+                    .filter(|i| !unparsed.iter().any(|p| under(&i.path, p))),
+            );
+        }
+        match parsed.value {
+            Some(config) if issues.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
                 file: file.to_owned(),
                 issues,
-            })
+            }),
         }
     }
 
-    /// Cross-field and range checks; every problem found, not just the first.
+    /// Every range and consistency error, section by section.
     pub fn validate(&self) -> Vec<ConfigIssue> {
-        let mut out = Vec::new();
-        let mut bad = |path: String, message: &str| {
-            out.push(ConfigIssue {
-                path,
-                message: message.to_owned(),
-            })
-        };
+        self.check().errors
+    }
 
+    /// What is allowed but worth saying (`check-config` prints it, `serve` logs it).
+    pub fn warnings(&self) -> Vec<ConfigIssue> {
+        self.check().warnings
+    }
+
+    fn check(&self) -> Issues {
+        let mut issues = Issues::default();
         if self.server.max_body_bytes < 256 {
-            bad("server.max_body_bytes".into(), "must be at least 256");
+            issues.error("server.max_body_bytes", "must be at least 256");
         }
-        if let Some(k) = &self.security.secret_key
+        self.check_security(&mut issues);
+        self.store.validate("store", &mut issues);
+        self.check_clients(&mut issues);
+        self.phone.validate("phone", &mut issues);
+        self.otp.validate("otp", &mut issues);
+        self.otp.warn_short("otp", &mut issues);
+        self.activation.validate("activation", &mut issues);
+        self.limits.validate("limits", &mut issues);
+        self.sms.validate("sms", &mut issues);
+        self.smpp.validate("smpp", &mut issues);
+        self.subscriber.validate("subscriber", &mut issues);
+        self.check_published_secrets(&mut issues);
+        issues
+    }
+
+    fn check_security(&self, issues: &mut Issues) {
+        let s = &self.security;
+        if let Some(k) = &s.secret_key
             && parse_secret_hex(k.expose()).is_none()
         {
-            bad(
-                "security.secret_key".into(),
-                "must be 64 hex characters (32 bytes)",
-            );
+            issues.error("security.secret_key", SECRET_KEY_FORMAT);
         }
-        if self.security.secret_key.is_some() && self.security.secret_key_file.is_some() {
-            bad(
-                "security.secret_key_file".into(),
+        if s.secret_key.is_some() && s.secret_key_file.is_some() {
+            issues.error(
+                "security.secret_key_file",
                 "give either secret_key or secret_key_file, not both",
             );
+        } else if s.secret_key_file.is_some()
+            && let Err(e) = self.secret_key_bytes()
+        {
+            issues.errors.push(e);
         }
         if self.store.backend == StoreBackend::Redis
-            && self.security.secret_key.is_none()
-            && self.security.secret_key_file.is_none()
+            && s.secret_key.is_none()
+            && s.secret_key_file.is_none()
         {
-            bad(
-                "security.secret_key".into(),
+            issues.error(
+                "security.secret_key",
                 "required with store.backend = \"redis\" (every instance must share the key)",
             );
         }
-        if self.store.backend == StoreBackend::Redis
-            && self.store.redis_cluster.is_empty()
-            && redis::parse_redis_url(&self.store.redis_url).is_none()
-        {
-            bad("store.redis_url".into(), "not a redis:// URL");
-        }
-        if self.store.backend == StoreBackend::Redis && !self.store.redis_cluster.is_empty() {
-            bad(
-                "store.redis_cluster".into(),
-                "not supported yet: the durable SMS outbox needs a single Redis endpoint (store.redis_url)",
-            );
-        }
-        for (i, u) in self.store.redis_cluster.iter().enumerate() {
-            if redis::parse_redis_url(u).is_none() {
-                bad(format!("store.redis_cluster[{i}]"), "not a redis:// URL");
-            }
-        }
-        if self.store.key_prefix.is_empty() {
-            bad("store.key_prefix".into(), "must not be empty");
-        }
+    }
 
-        let mut names = std::collections::HashSet::new();
-        let mut keys = std::collections::HashSet::new();
+    fn check_clients(&self, issues: &mut Issues) {
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             if c.name.trim().is_empty() {
-                bad(format!("clients[{i}].name"), "must not be empty");
+                issues.error(format!("clients[{i}].name"), "must not be empty");
             } else if !names.insert(c.name.as_str()) {
-                bad(format!("clients[{i}].name"), "duplicate client name");
+                issues.error(format!("clients[{i}].name"), "duplicate client name");
             }
             if c.key_sha256.len() != 64 || hex::decode(&c.key_sha256).is_err() {
-                bad(
+                issues.error(
                     format!("clients[{i}].key_sha256"),
                     "must be 64 hex characters (see `otpgate gen-api-key`)",
                 );
             } else if !keys.insert(c.key_sha256.to_ascii_lowercase()) {
-                bad(
+                issues.error(
                     format!("clients[{i}].key_sha256"),
                     "the same key is given to two clients",
                 );
             }
             if c.purposes.is_empty() {
-                bad(
+                issues.error(
                     format!("clients[{i}].purposes"),
                     "must name at least one purpose",
                 );
             }
         }
+    }
 
-        if phonenumber::country::Id::from_str(&self.phone.default_region).is_err() {
-            bad(
-                "phone.default_region".into(),
-                "not an ISO 3166 alpha-2 region code",
-            );
+    /// Off loopback, no development token and no key written in this repository: anyone can
+    /// read them, and a code is HMAC(key, verification id).
+    fn check_published_secrets(&self, issues: &mut Issues) {
+        let listen = self.server.listen;
+        if listen.ip().is_loopback() {
+            return;
         }
-        for (i, c) in self.phone.allowed_countries.iter().enumerate() {
-            if phonenumber::country::Id::from_str(c).is_err() {
-                bad(
-                    format!("phone.allowed_countries[{i}]"),
-                    "not an ISO 3166 alpha-2 region code",
+        let why = format!("refused because server.listen {listen} is not a loopback address");
+        let dev = hex::encode(Sha256::digest(published::DEV_TOKEN.as_bytes()));
+        for (i, c) in self.clients.iter().enumerate() {
+            let hash = c.key_sha256.to_ascii_lowercase();
+            if hash == dev {
+                issues.error(
+                    format!("clients[{i}].key_sha256"),
+                    format!(
+                        "is the development token `{}`, {why}; make a real one with `otpgate gen-api-key`",
+                        published::DEV_TOKEN
+                    ),
+                );
+            } else if published::is_published(&hash) {
+                issues.error(
+                    format!("clients[{i}].key_sha256"),
+                    format!(
+                        "is published in the otpgate repository, {why}; make a real one with `otpgate gen-api-key`"
+                    ),
                 );
             }
         }
-
-        check_otp(&self.otp.defaults, "otp", &mut bad);
-        for p in self.otp.purposes.keys() {
-            check_otp(&self.otp.policy(*p), &format!("otp.purposes.{p}"), &mut bad);
-        }
-
-        let a = &self.activation;
-        if !(6..=32).contains(&a.length) {
-            bad("activation.length".into(), "must be 6..=32");
-        }
-        let alphabet: Vec<char> = a.alphabet.chars().collect();
-        let unique: std::collections::HashSet<char> = alphabet.iter().copied().collect();
-        if alphabet.len() < 10
-            || unique.len() != alphabet.len()
-            || !alphabet.iter().all(|c| c.is_ascii_alphanumeric())
+        if let Ok(Some(key)) = self.secret_key_bytes()
+            && published::is_published(&hex::encode(key))
         {
-            bad(
-                "activation.alphabet".into(),
-                "must be at least 10 distinct ASCII letters or digits",
-            );
-        }
-        if a.ttl.is_zero() {
-            bad("activation.ttl".into(), "must be positive");
-        }
-        if a.max_attempts == 0 {
-            bad("activation.max_attempts".into(), "must be at least 1");
-        }
-        for k in self.limits.per_country.keys() {
-            if phonenumber::country::Id::from_str(k).is_err() {
-                bad(
-                    format!("limits.per_country.{k}"),
-                    "not an ISO 3166 alpha-2 region code",
-                );
-            }
-        }
-        let g = &self.limits.pumping_guard;
-        if !(1..=15).contains(&g.prefix_digits) {
-            bad(
-                "limits.pumping_guard.prefix_digits".into(),
-                "must be 1..=15",
-            );
-        }
-        if !(0.0..=1.0).contains(&g.min_approval_ratio) {
-            bad(
-                "limits.pumping_guard.min_approval_ratio".into(),
-                "must be 0.0..=1.0",
-            );
-        }
-
-        if self.sms.service_name.trim().is_empty() {
-            bad("sms.service_name".into(), "must not be empty");
-        }
-        if !self.sms.webotp_domain.is_empty()
-            && (self.sms.webotp_domain.contains(char::is_whitespace)
-                || !self.sms.webotp_domain.contains('.'))
-        {
-            bad(
-                "sms.webotp_domain".into(),
-                "must be a host name like \"example.gov.mo\"",
-            );
-        }
-
-        if self.smpp.smsc.is_empty() {
-            bad("smpp.smsc".into(), "at least one [[smpp.smsc]] is required");
-        }
-        let mut smsc_names = std::collections::HashSet::new();
-        for (i, s) in self.smpp.smsc.iter().enumerate() {
-            let p = |k: &str| format!("smpp.smsc[{i}].{k}");
-            if s.name.trim().is_empty() {
-                bad(p("name"), "must not be empty");
-            } else if !smsc_names.insert(s.name.as_str()) {
-                bad(p("name"), "duplicate SMSC name");
-            }
-            if !s.simulator && s.address.parse::<SocketAddr>().is_err() && !s.address.contains(':')
-            {
-                bad(p("address"), "must be HOST:PORT");
-            }
-            if s.system_id.is_empty() || s.system_id.len() > 15 {
-                bad(p("system_id"), "must be 1..=15 characters");
-            }
-            if s.password.expose().len() > 8 {
-                bad(p("password"), "must be at most 8 characters (SMPP 3.4)");
-            }
-            if s.system_type.len() > 12 {
-                bad(p("system_type"), "must be at most 12 characters");
-            }
-            if !(1..=64).contains(&s.binds) {
-                bad(p("binds"), "must be 1..=64");
-            }
-            if !(1..=1024).contains(&s.window) {
-                bad(p("window"), "must be 1..=1024");
-            }
-            if s.enquire_link_interval < Duration::from_secs(1) {
-                bad(p("enquire_link_interval"), "must be at least 1s");
-            }
-            if s.response_timeout < Duration::from_millis(100) {
-                bad(p("response_timeout"), "must be at least 100ms");
-            }
-            if crate::smpp::addressing::source_address(&s.source_addr).is_none() {
-                bad(
-                    p("source_addr"),
-                    "must be 1..=11 GSM letters/digits (alphanumeric) or 1..=20 digits with optional +",
-                );
-            }
-            for (j, r) in s.routes.iter().enumerate() {
-                let digits = r.strip_prefix('+').unwrap_or("");
-                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                    bad(
-                        format!("smpp.smsc[{i}].routes[{j}]"),
-                        "must be an E.164 prefix like \"+853\"",
-                    );
-                }
-            }
-        }
-
-        let sub = &self.subscriber;
-        for (i, f) in sub.require.iter().enumerate() {
-            if !IDENTITY_FIELDS.contains(&f.as_str()) {
-                bad(
-                    format!("subscriber.require[{i}]"),
-                    "unknown identity field (id_document, id_document_type, name, given_name, family_name, birthdate, address)",
-                );
-            }
-        }
-        if sub.name_score_threshold > 100 {
-            bad("subscriber.name_score_threshold".into(), "must be 0..=100");
-        }
-        if sub.provider == SubscriberProvider::Camara {
-            match &sub.camara {
-                None => bad(
-                    "subscriber.camara".into(),
-                    "required with subscriber.provider = \"camara\"",
+            let path = if self.security.secret_key.is_some() {
+                "security.secret_key"
+            } else {
+                "security.secret_key_file"
+            };
+            issues.error(
+                path,
+                format!(
+                    "is published in the otpgate repository, {why}; make one with `openssl rand -hex 32`"
                 ),
-                Some(c) => {
-                    if !c.base_url.starts_with("http://") && !c.base_url.starts_with("https://") {
-                        bad(
-                            "subscriber.camara.base_url".into(),
-                            "must be an http(s) URL",
-                        );
-                    }
-                    if !c.token_url.starts_with("http://") && !c.token_url.starts_with("https://") {
-                        bad(
-                            "subscriber.camara.token_url".into(),
-                            "must be an http(s) URL",
-                        );
-                    }
-                }
-            }
+            );
         }
-        out
     }
 
     /// The 32-byte server key: from `secret_key`, `secret_key_file`, or `None` when neither is set.
@@ -819,22 +397,112 @@ impl Config {
     }
 }
 
-fn check_otp(p: &OtpPolicy, prefix: &str, bad: &mut impl FnMut(String, &str)) {
-    if !(4..=10).contains(&p.digits) {
-        bad(format!("{prefix}.digits"), "must be 4..=10");
-    }
-    if p.ttl < Duration::from_secs(30) || p.ttl > Duration::from_secs(86400) {
-        bad(format!("{prefix}.ttl"), "must be 30s..=24h");
-    }
-    if !(1..=100).contains(&p.max_attempts) {
-        bad(format!("{prefix}.max_attempts"), "must be 1..=100");
-    }
-    if !(1..=20).contains(&p.max_sends) {
-        bad(format!("{prefix}.max_sends"), "must be 1..=20");
-    }
-}
-
 fn parse_secret_hex(s: &str) -> Option<[u8; 32]> {
     let bytes = hex::decode(s.trim()).ok()?;
     bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        match Config::from_toml(text, Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.lines(),
+        }
+    }
+
+    #[test]
+    fn every_bad_key_is_named_with_its_path() {
+        let found = lines(
+            r#"
+[server]
+listen = "nowhere"
+[otp]
+ttl = "five minutes"
+digits = 3
+[otp.purposes.login]
+ttl = 5
+[otp.purposes.bogus]
+ttl = "1m"
+[sms]
+default_locale = "fr"
+service_name = "An Extremely Long Service Name That Nobody Reads"
+[phone]
+allowed_countries = [853, "XX"]
+[limits]
+per_phone = ["5/1h", "lots"]
+[[clients]]
+name = "a"
+key_sha256 = 7
+purposes = ["login", "flying"]
+[[smpp.smsc]]
+name = "a"
+window = 0
+system_id = "a-very-long-system-id"
+password = "longer-than-8"
+colour = "red"
+"#,
+        );
+        let all = found.join("\n");
+        for want in [
+            "t.toml: server.listen: ",
+            "t.toml: otp.ttl: invalid duration \"five minutes\"",
+            "t.toml: otp.digits: must be 4..=10",
+            "t.toml: otp.purposes.login.ttl: invalid type: integer `5`",
+            "t.toml: otp.purposes.bogus",
+            "t.toml: sms.default_locale: ",
+            "t.toml: sms.service_name: must be at most 40 characters",
+            "t.toml: limits.per_phone[1]: invalid rate \"lots\"",
+            "t.toml: phone.allowed_countries[0]: invalid type: integer `853`",
+            "t.toml: phone.allowed_countries[1]: not an ISO 3166",
+            "t.toml: clients[0].key_sha256: invalid type",
+            "t.toml: clients[0].purposes[1]: unknown variant `flying`",
+            "t.toml: smpp.smsc[0].window: must be 1..=1024",
+            "t.toml: smpp.smsc[0].system_id: must be 1..=15 characters",
+            "t.toml: smpp.smsc[0].password: must be at most 8 characters",
+            "t.toml: smpp.smsc[0].colour: unknown key",
+        ] {
+            assert!(
+                found.iter().any(|l| l.starts_with(want)),
+                "{want:?} missing in:\n{all}"
+            );
+        }
+        assert_eq!(found.len(), 16, "one line per bad key:\n{all}");
+    }
+
+    #[test]
+    fn short_lifetimes_are_allowed_and_warned() {
+        let c = Config::from_toml(
+            "[otp]\nttl = \"1s\"\nresend_cooldown = \"0s\"\n[activation]\nttl = \"1s\"\n[[smpp.smsc]]\nname = \"a\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.otp.defaults.ttl, Duration::from_secs(1));
+        let w = c.warnings();
+        assert!(w.iter().any(|i| i.path == "otp.ttl"), "{w:?}");
+    }
+
+    #[test]
+    fn published_secrets_are_refused_off_loopback_only() {
+        let dev = hex::encode(Sha256::digest(published::DEV_TOKEN));
+        let text = |listen: &str| {
+            format!(
+                "[server]\nlisten = \"{listen}\"\n[security]\nsecret_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n[[clients]]\nname = \"a\"\nkey_sha256 = \"{dev}\"\npurposes = [\"login\"]\n[[smpp.smsc]]\nname = \"a\"\n"
+            )
+        };
+        assert_eq!(lines(&text("127.0.0.1:8080")), Vec::<String>::new());
+        let found = lines(&text("0.0.0.0:8080"));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("t.toml: clients[0].key_sha256: is the development token"));
+        assert!(found[1].starts_with("t.toml: security.secret_key: is published"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let found = lines("[otp]\nttl = \"5m\"\ndigits = = 6\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("t.toml: line 3, column "), "{found:?}");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration, parsed and validated once.
+//! - [`config`]: the TOML configuration, parsed and validated once; each section's types and
+//!   checks live in its domain (`smpp::config`, `otp::config`, …).
 //! - [`api`]: the HTTP API (axum): authentication, error shape, one file per resource.
 //! - [`otp`]: SMS one-time-code verifications; [`otp::codes`] derives codes with HMAC.
 //! - [`store`]: the storage trait with memory and Redis implementations.
@@ -10,9 +11,11 @@
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
+//! - [`limits`], [`subscriber`], [`activation`]: so far only their configuration.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
+pub mod activation;
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -85,6 +88,29 @@ pub struct RunOptions {
     pub on_ready: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The HTTP server's timeouts and bounds (default: contract §6).
     pub http: Option<api::serve::HttpLimits>,
+    /// systemd's watchdog (`WATCHDOG=1`), pinged only while the store answers.
+    pub watchdog: Option<Watchdog>,
+}
+
+/// Every `interval`, `ping` is called if the store answered a ping within `interval`: a
+/// stalled runtime or a store that does not answer stops the pings, and systemd restarts us.
+#[derive(Clone)]
+pub struct Watchdog {
+    pub interval: Duration,
+    pub ping: Arc<dyn Fn() + Send + Sync>,
+}
+
+async fn watchdog(w: Watchdog, store: AnyStore) {
+    let mut tick = tokio::time::interval(w.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(w.interval, store::Store::ping(&store)).await {
+            Ok(Ok(())) => (w.ping)(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "store does not answer: no watchdog ping"),
+            Err(_) => tracing::warn!("store ping timed out: no watchdog ping"),
+        }
+    }
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves, then drains: stops accepting,
@@ -275,6 +301,7 @@ pub async fn run(
     if let Some(ready) = &options.on_ready {
         ready();
     }
+    let watchdog = (options.watchdog.clone()).map(|w| tokio::spawn(watchdog(w, store.clone())));
     api::serve::serve(listener, app, shutdown, options.http.unwrap_or_default()).await;
     tracing::info!("HTTP stopped; draining SMS queue and unbinding");
     smpp_stop.cancel();
@@ -286,6 +313,9 @@ pub async fn run(
     for s in simulators {
         s.shutdown();
         s.stopped().await;
+    }
+    if let Some(w) = watchdog {
+        w.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -27,7 +27,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file: prints `config OK`, or each bad key and exits 2.
+    /// Validate a config file: prints `config OK` (and warnings on stderr), or each bad key
+    /// on stderr and exits 2.
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -69,7 +70,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             let path = config_path(config);
             match otpgate::config::Config::load(&path) {
-                Ok(_) => {
+                Ok(config) => {
+                    for w in config.warnings() {
+                        eprintln!("{}: warning: {w}", path.display());
+                    }
                     println!("config OK");
                     ExitCode::SUCCESS
                 }
@@ -117,6 +121,16 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing();
+            for w in config.warnings() {
+                tracing::warn!(key = %w.path, "{}", w.message);
+            }
+            // Until the limits land, say loudly that `[limits]` is only parsed.
+            for limit in otpgate::limits::unenforced(&config.limits) {
+                tracing::error!(
+                    limit,
+                    "limits.{limit} is configured but NOT enforced by this version"
+                );
+            }
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -148,6 +162,15 @@ fn serve(config: otpgate::config::Config) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "sd_notify READY=1 failed");
                 }
             })),
+            watchdog: sd_notify::watchdog_enabled().map(|period| otpgate::Watchdog {
+                // systemd's advice: ping at half the watchdog period.
+                interval: period / 2,
+                ping: Arc::new(|| {
+                    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                        tracing::warn!(error = %e, "sd_notify WATCHDOG=1 failed");
+                    }
+                }),
+            }),
             ..Default::default()
         };
         otpgate::run(config, listener, shutdown_signal(), options).await?;

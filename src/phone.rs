@@ -1,5 +1,7 @@
 //! Phone numbers: parsed once into E.164 (`Phone`), masked whenever they are shown.
 
+pub mod config;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -8,7 +8,7 @@
 //! Counts are kept in [`SLOTS`] time slots of `window / SLOTS` each, so the window slides in
 //! steps of a twelfth and a range costs a fixed, small amount of memory.
 
-use crate::config::PumpingGuardConfig;
+use super::config::PumpingGuardConfig;
 
 /// Time slots per window.
 pub const SLOTS: usize = 12;

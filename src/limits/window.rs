@@ -12,7 +12,7 @@
 //! log is exact, costs `count` timestamps per subject and rule, and is the same few lines in
 //! Rust (memory store) and Lua (Redis), both tested by one suite.
 
-use crate::config::RateSpec;
+use super::config::RateSpec;
 
 /// The names a refusal carries (contract §6 "`limit` names").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

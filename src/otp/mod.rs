@@ -4,6 +4,7 @@
 //! [`crate::outbox`]. Every function takes `now` from the caller.
 
 pub mod codes;
+pub mod config;
 
 use std::sync::Arc;
 

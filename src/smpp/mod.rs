@@ -6,6 +6,7 @@
 //! - [`sim`]: the SMSC simulator (`otpgate smsc-sim`, `simulator = true`).
 
 pub mod addressing;
+pub mod config;
 pub mod pdu;
 pub mod session;
 pub mod sim;

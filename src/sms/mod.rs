@@ -1,6 +1,7 @@
 //! SMS composition: the contract's texts (§4) in five locales, and their encoding into SMPP
 //! parts (GSM 03.38 or UCS-2, split with UDH, SAR or one message_payload).
 
+pub mod config;
 pub mod encoding;
 pub mod templates;
 

@@ -84,6 +84,12 @@ pub enum TemplateKind {
 }
 
 impl TemplateKind {
+    const ALL: [TemplateKind; 3] = [
+        TemplateKind::Code,
+        TemplateKind::Activation,
+        TemplateKind::PhoneChanged,
+    ];
+
     fn file_stem(self) -> &'static str {
         match self {
             TemplateKind::Code => "code",
@@ -91,6 +97,83 @@ impl TemplateKind {
             TemplateKind::PhoneChanged => "phone_changed",
         }
     }
+
+    /// The placeholders a text of this kind may use; the first one it must use.
+    fn placeholders(self) -> &'static [&'static str] {
+        match self {
+            TemplateKind::Code => &["code", "service", "minutes"],
+            TemplateKind::Activation => &["code", "service", "entity_number", "activation_url"],
+            TemplateKind::PhoneChanged => &["new_phone_masked", "service"],
+        }
+    }
+}
+
+/// Problems of the override files in `dir`, each as (file name, what is wrong): an override
+/// without its required placeholder (a code SMS without `{code}`), with a placeholder its kind
+/// does not have (left as typed in the SMS), or empty. Checked with the config.
+pub fn check_overrides(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        out.push((String::new(), "not a directory".to_owned()));
+        return out;
+    }
+    for locale in Locale::ALL {
+        for kind in TemplateKind::ALL {
+            let name = format!("{}.{}.txt", kind.file_stem(), locale);
+            let text = match std::fs::read_to_string(dir.join(&name)) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    out.push((name, e.to_string()));
+                    continue;
+                }
+            };
+            let allowed = kind.placeholders();
+            if text.trim().is_empty() {
+                out.push((name, "is empty".to_owned()));
+                continue;
+            }
+            if !text.contains(&format!("{{{}}}", allowed[0])) {
+                out.push((name.clone(), format!("must contain {{{}}}", allowed[0])));
+            }
+            for used in placeholders_in(&text) {
+                if !allowed.contains(&used) {
+                    out.push((
+                        name.clone(),
+                        format!(
+                            "unknown placeholder {{{used}}} (this text may use {})",
+                            allowed
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `{name}` placeholders of a text (names of ASCII letters and `_`).
+fn placeholders_in(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+                    out.push(name);
+                }
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 const CODE: [&str; 5] = [
@@ -169,11 +252,7 @@ impl Templates {
         };
         if let Some(dir) = templates_dir {
             for locale in Locale::ALL {
-                for kind in [
-                    TemplateKind::Code,
-                    TemplateKind::Activation,
-                    TemplateKind::PhoneChanged,
-                ] {
+                for kind in TemplateKind::ALL {
                     let path = dir.join(format!("{}.{}.txt", kind.file_stem(), locale));
                     match std::fs::read_to_string(&path) {
                         Ok(text) => {
@@ -338,6 +417,32 @@ mod tests {
             ),
             "One Account账户激活\n激活码：ABCD234567\n实体编号：600123\n激活网址：https://x.example/a"
         );
+    }
+
+    #[test]
+    fn overrides_are_checked_for_their_placeholders() {
+        let dir = std::env::temp_dir().join(format!("otpgate-tpl-{}", crate::ids::random_tag()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("code.en.txt"), "Your code for {service}.\n").expect("write");
+        std::fs::write(dir.join("code.pt.txt"), "{code} {servce}").expect("write");
+        std::fs::write(
+            dir.join("phone_changed.vi.txt"),
+            "{service} {new_phone_masked}",
+        )
+        .expect("write");
+        let found = check_overrides(&dir);
+        assert_eq!(
+            found,
+            vec![
+                ("code.en.txt".to_owned(), "must contain {code}".to_owned()),
+                (
+                    "code.pt.txt".to_owned(),
+                    "unknown placeholder {servce} (this text may use {code}, {service}, {minutes})"
+                        .to_owned()
+                ),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

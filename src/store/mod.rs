@@ -7,6 +7,7 @@
 //! right code approve exactly once. The store never sees a code: the caller compares codes
 //! and tells the store only whether the one given was right.
 
+pub mod config;
 pub mod memory;
 pub mod redis;
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
+use super::config::CamaraConfig;
 use super::{Error, Field, FieldResult, Identity, KycAnswer, Provider};
 use crate::clock::Clock;
-use crate::config::CamaraConfig;
 use crate::phone::Phone;
 
 /// Time to connect to the carrier.

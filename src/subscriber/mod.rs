@@ -8,6 +8,7 @@
 //! - [`Checker`]: asks the provider, applies `require` and `sim_swap_max_age`, decides.
 
 pub mod camara;
+pub mod config;
 pub mod identity;
 pub mod static_file;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use config::{CamaraConfig, SubscriberConfig, SubscriberProvider};
 pub use identity::{Field, Identity};
 
 use crate::phone::Phone;

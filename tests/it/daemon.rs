@@ -1,6 +1,7 @@
-//! The real `otpgate` binary as an operator runs it: `check-config`, `gen-api-key`, and
-//! `serve` with systemd notification, JSON logs that never hold a full number or a code,
-//! and a clean exit 0 on SIGTERM.
+//! The real `otpgate` binary as an operator runs it: `check-config` (every bad key named),
+//! `gen-api-key`, and `serve` with systemd notification and watchdog, refusal of published
+//! secrets off loopback, an error line per unenforced limit, JSON logs that never hold a full
+//! number or a code, and a clean exit 0 on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -22,20 +23,160 @@ fn temp_dir() -> std::path::PathBuf {
     d
 }
 
+/// Runs `otpgate check-config` on `path`: (exit code, stdout, stderr).
+fn check_config(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_config_fails_only_on_its_placeholder_key() {
+    let example = std::path::Path::new("config/otpgate.example.toml");
+    let (code, _, err) = check_config(example);
+    assert_eq!(code, Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("config/otpgate.example.toml: security.secret_key: must be 64 hex"),
+        "{err}"
+    );
+    assert!(lines[0].contains("openssl rand -hex 32"), "{err}");
+    // With a key of its own (here in a secret_key_file), the rest of the example is valid.
+    let dir = temp_dir();
+    let key_file = dir.join("secret.key");
+    std::fs::write(&key_file, format!("{}\n", hex::encode([7u8; 32]))).unwrap();
+    let text = std::fs::read_to_string(example).unwrap().replace(
+        "secret_key = \"REPLACE-ME-with-the-output-of-openssl-rand-hex-32\"",
+        &format!("secret_key_file = \"{}\"", key_file.display()),
+    );
+    let cfg = dir.join("otpgate.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (code, out, err) = check_config(&cfg);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "config OK");
+    // check-config reads the key file: a bad one is named, a missing one too.
+    std::fs::write(&key_file, "not hex\n").unwrap();
+    let (code, _, err) = check_config(&cfg);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("security.secret_key_file: ") && err.contains("must hold 64 hex characters"),
+        "{err}"
+    );
+    std::fs::remove_file(&key_file).unwrap();
+    let (code, _, err) = check_config(&cfg);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("security.secret_key_file: "), "{err}");
+}
+
+#[test]
+fn check_config_names_every_bad_key_in_one_run() {
+    let dir = temp_dir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = "big"
+
+[otp]
+ttl = "five minutes"
+digits = 3
+
+[sms]
+default_locale = "klingon"
+service_name = "A Service Name Far Too Long To Put In Every Single SMS"
+
+[[smpp.smsc]]
+name = "a"
+window = 0
+system_id = "sixteen-chars-id"
+password = "ninechars"
+system_type = "thirteen-char"
+colour = "blue"
+
+[[smpp.smsc]]
+name = "b"
+window = "wide"
+routes = ["+853", "853"]
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = check_config(&bad);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let f = bad.display();
+    let want = [
+        // type errors, each named by its own key
+        format!("{f}: server.max_body_bytes: invalid type: string \"big\""),
+        format!("{f}: otp.ttl: invalid duration \"five minutes\""),
+        format!("{f}: sms.default_locale: `klingon` is not one of"),
+        format!("{f}: smpp.smsc[1].window: invalid type: string \"wide\""),
+        // an unknown key
+        format!("{f}: smpp.smsc[0].colour: unknown key"),
+        // semantic errors
+        format!("{f}: otp.digits: must be 4..=10"),
+        format!("{f}: sms.service_name: must be at most 40 characters"),
+        format!("{f}: smpp.smsc[0].window: must be 1..=1024"),
+        format!("{f}: smpp.smsc[0].system_id: must be 1..=15 characters"),
+        format!("{f}: smpp.smsc[0].password: must be at most 8 characters"),
+        format!("{f}: smpp.smsc[0].system_type: must be at most 12 characters"),
+        format!("{f}: smpp.smsc[1].routes[1]: must be an E.164 prefix"),
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    for w in &want {
+        assert!(
+            lines.iter().any(|l| l.starts_with(w.as_str())),
+            "missing {w:?} in:\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), want.len(), "one line per bad key:\n{err}");
+
+    // A file that is not TOML: the line and column of the mistake.
+    std::fs::write(&bad, "[otp]\nttl = \"5m\"\ndigits = = 6\n").unwrap();
+    let (code, _, err) = check_config(&bad);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with(&format!("{f}: line 3, column ")), "{err}");
+
+    // Allowed, but said: short lifetimes, and numbers no SMSC takes.
+    let warned = [
+        "[otp]",
+        "ttl = \"1s\"",
+        "resend_cooldown = \"0s\"",
+        "[activation]",
+        "ttl = \"1s\"",
+        "[[smpp.smsc]]",
+        "name = \"a\"",
+        "routes = [\"+853\"]",
+        "[[smpp.smsc]]",
+        "name = \"b\"",
+        "routes = [\"+852\"]",
+    ];
+    std::fs::write(&bad, warned.join("\n")).unwrap();
+    let (code, out, err) = check_config(&bad);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "config OK");
+    assert!(err.contains(&format!("{f}: warning: otp.ttl: ")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{f}: warning: smpp.smsc: every SMSC has `routes` (no default SMSC): numbers outside +852, +853 will be refused"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_config_accepts_the_shipped_configs_and_names_bad_keys() {
-    for path in ["config/otpgate.toml", "config/otpgate.example.toml"] {
-        let out = Command::new(BIN)
-            .args(["check-config", "--config", path])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config OK");
-    }
+    let (code, out, err) = check_config(std::path::Path::new("config/otpgate.toml"));
+    assert_eq!(code, Some(0), "config/otpgate.toml: {err}");
+    assert_eq!(out.trim(), "config OK");
     let dir = temp_dir();
     let bad = dir.join("bad.toml");
     std::fs::write(
@@ -111,14 +252,26 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
     std::fs::write(&cfg, toml).unwrap();
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    // Every datagram the daemon sends to "systemd", in order.
+    let (notes_tx, notes) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = notify.recv(&mut buf) {
+            if notes_tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
 
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &notify_path)
+        // A 1 s watchdog: the daemon pings every 0.5 s while its store answers.
+        .env("WATCHDOG_USEC", "1000000")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -133,9 +286,16 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
         }
     });
 
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let first = notes
+        .recv_timeout(Duration::from_secs(10))
+        .expect("READY=1 within 10 s");
+    assert!(first.contains("READY=1"), "READY=1 comes first: {first}");
+    for i in 0..2 {
+        let note = notes
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("WATCHDOG=1 number {} within 10 s", i + 1));
+        assert_eq!(note.trim(), "WATCHDOG=1");
+    }
 
     let d = Client {
         base: format!("http://127.0.0.1:{port}"),
@@ -206,6 +366,18 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
         lines.iter().any(|l| l.contains("\"unbound\"")),
         "unbinds on shutdown"
     );
+    // The test config keeps [limits] at its defaults: four limits set, none enforced yet.
+    let unenforced: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == "ERROR" && v["fields"]["limit"].is_string())
+        .map(|v| v["fields"]["limit"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        unenforced,
+        ["per_phone", "per_account", "per_ip", "account_failures"],
+        "one error line per unenforced limit"
+    );
     for line in lines.iter() {
         let v: Value =
             serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
@@ -223,6 +395,75 @@ async fn serve_notifies_systemd_logs_no_secrets_and_drains_on_sigterm() {
         }
     }
     assert!(lines.len() >= 3, "it did log: {lines:?}");
+}
+
+/// Runs `otpgate serve` on `toml` and expects it to refuse to start: (exit code, stderr).
+fn serve_refused(toml: &str) -> (Option<i32>, String) {
+    let dir = temp_dir();
+    let cfg = dir.join("otpgate.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started with a published secret on a public address");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_refuses_published_secrets_on_a_public_address() {
+    let base = config_toml(Backend::Memory, "127.0.0.1:9", "");
+    let public = base.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    assert_ne!(base, public);
+
+    // The development token of config/otpgate.toml.
+    let dev = public.replace(&sha256_hex(TOKEN_A), &sha256_hex("dev-token-change-me"));
+    let (code, err) = serve_refused(&dev);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "clients[0].key_sha256: is the development token `dev-token-change-me`, refused because server.listen 0.0.0.0:0 is not a loopback address"
+        ),
+        "{err}"
+    );
+
+    // A secret key written in the repository (the first releases' example key).
+    let published_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let key = public.replace(&hex::encode([42u8; 32]), published_key);
+    let (code, err) = serve_refused(&key);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("security.secret_key: is published in the otpgate repository, refused because server.listen 0.0.0.0:0"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // The same files pass on loopback (the daemon may start); check-config agrees with serve.
+    let dir = temp_dir();
+    for (toml, ok) in [
+        (dev.replace("0.0.0.0:0", "127.0.0.1:0"), true),
+        (key.replace("0.0.0.0:0", "[::1]:0"), true),
+        (dev, false),
+    ] {
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let (code, _, err) = check_config(&cfg);
+        assert_eq!(code == Some(0), ok, "{err}");
+    }
 }
 
 struct Client {
@@ -349,4 +590,72 @@ async fn probe_bind(addr: &str, password: &str) -> bool {
     bind.stop.cancel();
     let _ = bind.task.await;
     bound
+}
+
+/// The watchdog hook of `run`: pings while Redis answers, none while it does not, again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_while_the_store_is_down() {
+    require_redis().await;
+    let proxy = Proxy::start(redis_addr()).await;
+    let sim = start_sim().await;
+    let toml = config_toml(Backend::Redis, &sim.addr().to_string(), "");
+    let mut config =
+        otpgate::config::Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
+    config.store.redis_url = format!("redis://{}", proxy.addr);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (pings_tx, mut pings) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let options = otpgate::RunOptions {
+        watchdog: Some(otpgate::Watchdog {
+            interval: Duration::from_millis(200),
+            ping: Arc::new(move || {
+                let _ = pings_tx.send(());
+            }),
+        }),
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(otpgate::run(
+        config,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+        options,
+    ));
+    next_ping(&mut pings).await;
+    next_ping(&mut pings).await;
+
+    proxy.down();
+    let http = reqwest::Client::new();
+    loop {
+        let body: Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["store"] == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while pings.try_recv().is_ok() {}
+    // Five watchdog periods with the store down: not one ping.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(pings.try_recv().is_err(), "no ping while the store is down");
+
+    proxy.up();
+    next_ping(&mut pings).await;
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
+
+async fn next_ping(pings: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(10), pings.recv())
+        .await
+        .expect("a watchdog ping within 10 s")
+        .expect("the daemon runs");
 }
