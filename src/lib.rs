@@ -13,6 +13,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
+pub mod activation;
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod purpose;
 pub mod smpp;
 pub mod sms;
 pub mod store;
+pub mod totp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -1,0 +1,11 @@
+//! Activation codes for entity and staff accounts (contract §3.4, seed 000).
+//!
+//! - [`codes`]: the code derived from the server key and the activation id (never stored),
+//!   the keyed hashes of the application and entity numbers, input normalisation, and the
+//!   constant-time match of what the holder typed.
+//! - [`rules`]: the redeem decision on plain data (redeemed, 422, the lock, 409, 410).
+//!
+//! The activation SMS text is [`crate::sms::Templates::activation_sms`].
+
+pub mod codes;
+pub mod rules;
