@@ -4,6 +4,7 @@
 
 mod util;
 
+mod activation;
 mod daemon;
 mod durability;
 mod edges;
@@ -12,4 +13,5 @@ mod ops;
 mod receipts;
 mod resilience;
 mod smpp;
+mod totp;
 mod verifications;
