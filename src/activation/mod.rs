@@ -4,8 +4,11 @@
 //!   the keyed hashes of the application and entity numbers, input normalisation, and the
 //!   constant-time match of what the holder typed.
 //! - [`rules`]: the redeem decision on plain data (redeemed, 422, the lock, 409, 410).
+//! - [`issue`]: the stored record and the outbox job of a new activation (no code in
+//!   either), and the SMS rendered from the job at send time.
 //!
-//! The activation SMS text is [`crate::sms::Templates::activation_sms`].
+//! The activation SMS texts themselves are [`crate::sms::Templates::activation_sms`].
 
 pub mod codes;
+pub mod issue;
 pub mod rules;

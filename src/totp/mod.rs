@@ -6,9 +6,11 @@
 //! - [`seal`]: the secret encrypted at rest (XChaCha20-Poly1305, key from the server key
 //!   with HKDF, key id stored with it for rotation, the account id as associated data).
 //! - [`rules`]: the `confirm` / `check` decision on plain data (replay, the lock).
+//! - [`record`]: an account's enrolment as stored, and making a new one.
 //!
 //! Time is always a parameter; nothing here reads a clock or logs a secret.
 
+pub mod record;
 pub mod rules;
 pub mod seal;
 pub mod secret;
