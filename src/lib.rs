@@ -31,6 +31,7 @@ pub mod smpp;
 pub mod sms;
 pub mod store;
 pub mod subscriber;
+pub mod totp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -1,5 +1,17 @@
-//! Activation codes (contract §3.4). Only the configuration exists so far.
+//! Activation codes for entity and staff accounts (contract §3.4, seed 000).
+//!
+//! - [`codes`]: the code derived from the server key and the activation id (never stored),
+//!   the keyed hashes of the application and entity numbers, input normalisation, and the
+//!   constant-time match of what the holder typed.
+//! - [`rules`]: the redeem decision on plain data (redeemed, 422, the lock, 409, 410).
+//! - [`issue`]: the stored record and the outbox job of a new activation (no code in
+//!   either), and the SMS rendered from the job at send time.
+//!
+//! The activation SMS texts themselves are [`crate::sms::Templates::activation_sms`].
 
+pub mod codes;
 pub mod config;
+pub mod issue;
+pub mod rules;
 
 pub use config::ActivationConfig;

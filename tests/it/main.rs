@@ -4,6 +4,7 @@
 
 mod util;
 
+mod activation;
 mod carrier;
 mod daemon;
 mod durability;
@@ -15,4 +16,5 @@ mod receipts;
 mod resilience;
 mod smpp;
 mod subscriber;
+mod totp;
 mod verifications;
