@@ -4,6 +4,7 @@
 
 mod util;
 
+mod challenge;
 mod daemon;
 mod durability;
 mod messages;
