@@ -302,3 +302,38 @@ impl Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"{"message_id":"msg_a","destination":"+85366123456","body":{"kind":"text","text":"hi"},"expires_at_ms":1,"priority":"notification","route":"","attempts":0,"avoid":null,"not_before_ms":0}"#;
+
+    #[test]
+    fn envelopes_open_only_what_this_version_reads() {
+        assert!(
+            matches!(Envelope::open(None, None, Some(JOB)), Envelope::Job(_)),
+            "before envelopes"
+        );
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("sms"), Some(JOB)),
+            Envelope::Job(_)
+        ));
+        assert!(matches!(
+            Envelope::open(Some("2"), Some("sms"), Some(JOB)),
+            Envelope::Unknown { version: 2, .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("activation_sms"), Some(JOB)),
+            Envelope::Unknown { version: 1, .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("x"), None, Some(JOB)),
+            Envelope::Unknown { .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("sms"), Some("{")),
+            Envelope::Corrupt(_)
+        ));
+    }
+}
