@@ -344,16 +344,13 @@ async fn run_reader(
                 }
             },
         };
-        let result = read_once(
-            &outbox,
-            &r,
-            c,
-            &tx,
-            &held,
-            &mut own_pending,
-            &mut last_heartbeat,
-        )
-        .await;
+        // Stopping closes the connection even mid-`XREADGROUP … BLOCK`: a read left blocked
+        // would take the next entry for a consumer that is gone (until `CLAIM_IDLE`).
+        let result = tokio::select! {
+            r = read_once(&outbox, &r, c, &tx, &held, &mut own_pending, &mut last_heartbeat) => r,
+            _ = stop.cancelled() => return,
+            _ = tx.closed() => return,
+        };
         if let Err(e) = result {
             if e.code() == Some("NOGROUP") {
                 // Redis lost the streams (restarted without persistence): recreate.
