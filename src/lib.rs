@@ -110,7 +110,11 @@ pub async fn run(
             rand::random()
         }
     };
-    let codes = otp::codes::CodeDeriver::new(key);
+    let retired = config
+        .security
+        .retired_key_bytes()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let codes = otp::codes::CodeDeriver::with_retired(key, &retired);
 
     let store = match config.store.backend {
         StoreBackend::Memory => {

@@ -11,5 +11,6 @@ mod messages;
 mod ops;
 mod receipts;
 mod resilience;
+mod rotation;
 mod smpp;
 mod verifications;
