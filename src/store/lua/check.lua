@@ -6,7 +6,7 @@
 -- Returns {outcome, purpose[, attempts remaining]}.
 local v = redis.call('HMGET', KEYS[1], 'c', 's', 'ea', 'au', 'ma', 'd', 'p', 'k')
 if not v[1] or v[1] ~= ARGV[1] then return {'not_found', ''} end
-local p = v[7]
+local p = v[7] or ''
 if not string.find(ARGV[4], ',' .. p .. ',', 1, true) then return {'forbidden', p} end
 local s = v[2]
 if s == 'canceled' then return {'not_found', p} end
