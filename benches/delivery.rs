@@ -113,6 +113,7 @@ async fn smpp(n: usize) {
                 digits: 6,
                 locale: otpgate::sms::Locale::En,
                 ttl_secs: 300,
+                key_id: String::new(),
             },
             otpgate::clock::system_now_ms() + 300_000,
             Priority::Code,
@@ -454,7 +455,7 @@ fn rss_kib() -> u64 {
 /// RSS of `n` pending verifications (each with its message record) in the memory store.
 async fn memory(n: usize) {
     use otpgate::store::{
-        DeliveryStatus, MessageRecord, Status, Store, Verification, memory::MemoryStore,
+        DeliveryStatus, MessageRecord, Status, Verification, VerificationStore, memory::MemoryStore,
     };
     let store = MemoryStore::new();
     let before = rss_kib();
@@ -486,6 +487,7 @@ async fn memory(n: usize) {
             cooldown_ms: 60_000,
             message_id: msg.clone(),
             subject: format!("{:032x}", i),
+            key_id: String::new(),
         };
         let m = MessageRecord {
             id: msg,
@@ -499,7 +501,7 @@ async fn memory(n: usize) {
             delivered_at_ms: None,
             error: None,
         };
-        store.create_verification(&v, &m).await.unwrap();
+        VerificationStore::create(&store, &v, &m).await.unwrap();
     }
     let after = rss_kib();
     println!(

@@ -175,6 +175,59 @@ impl Default for ServerConfig {
 pub struct SecurityConfig {
     pub secret_key: Option<Secret>,
     pub secret_key_file: Option<PathBuf>,
+    /// Keys used before a rotation (64 hex characters each): codes made under them stay valid
+    /// until they expire; new ones use `secret_key`.
+    pub retired_secret_keys: Vec<Secret>,
+    /// A file of retired keys, one a line (blank lines and `#` comments ignored).
+    pub retired_secret_keys_file: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    /// The retired keys of `retired_secret_keys` and `retired_secret_keys_file`.
+    pub fn retired_key_bytes(&self) -> Result<Vec<[u8; 32]>, ConfigIssue> {
+        let mut keys = Vec::new();
+        for (i, k) in self.retired_secret_keys.iter().enumerate() {
+            keys.push(parse_secret_hex(k.expose()).ok_or_else(|| ConfigIssue {
+                path: format!("security.retired_secret_keys[{i}]"),
+                message: "must be 64 hex characters (32 bytes)".into(),
+            })?);
+        }
+        if let Some(f) = &self.retired_secret_keys_file {
+            let text = std::fs::read_to_string(f).map_err(|e| ConfigIssue {
+                path: "security.retired_secret_keys_file".into(),
+                message: format!("{}: {e}", f.display()),
+            })?;
+            let lines = text.lines().map(str::trim);
+            for (n, line) in lines
+                .enumerate()
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            {
+                keys.push(parse_secret_hex(line).ok_or_else(|| ConfigIssue {
+                    path: "security.retired_secret_keys_file".into(),
+                    message: format!("{} line {}: must be 64 hex characters", f.display(), n + 1),
+                })?);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// `security.retired_secret_keys`: each a 64-hex key; `retired_secret_keys_file` is read and
+/// checked line by line.
+fn check_retired_keys(s: &SecurityConfig, issues: &mut Issues) {
+    for (i, k) in s.retired_secret_keys.iter().enumerate() {
+        if parse_secret_hex(k.expose()).is_none() {
+            issues.error(
+                format!("security.retired_secret_keys[{i}]"),
+                "must be 64 hex characters (32 bytes)",
+            );
+        }
+    }
+    if s.retired_secret_keys_file.is_some()
+        && let Err(e) = s.retired_key_bytes()
+    {
+        issues.errors.push(e);
+    }
 }
 
 /// One calling system and what it may do.
@@ -276,6 +329,7 @@ impl Config {
         {
             issues.error("security.secret_key", SECRET_KEY_FORMAT);
         }
+        check_retired_keys(s, issues);
         if s.secret_key.is_some() && s.secret_key_file.is_some() {
             issues.error(
                 "security.secret_key_file",

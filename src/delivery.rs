@@ -1,7 +1,8 @@
 //! Applies what the SMPP sessions report to the stored messages: submitted, failed, expired,
 //! and delivery receipts.
 //!
-//! Receipts are matched through the store ([`Store::correlate`], [`Store::match_receipt`]), so
+//! Receipts are matched through the store ([`MessageStore::correlate`],
+//! [`MessageStore::match_receipt`]), so
 //! a receipt finds its message whichever bind — or whichever instance sharing the Redis —
 //! receives it, and whether it arrives before or after the `submit_sm_resp` was processed.
 //! A code SMS that comes back `UNDELIV`/`REJECTD` while its code is alive goes once more,
@@ -13,12 +14,12 @@ use tokio::sync::mpsc;
 
 use crate::outbox::{Body, Job, Outbox, Priority, Routing};
 use crate::smpp::DeliveryEvent;
-use crate::store::{
-    AnyStore, DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status, Store,
-};
+#[cfg(doc)]
+use crate::store::MessageStore;
+use crate::store::{DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status, Stores};
 
 pub struct Tracker {
-    pub store: AnyStore,
+    pub store: Stores,
     pub outbox: Outbox,
     pub routing: Arc<Routing>,
 }
@@ -55,7 +56,8 @@ impl Tracker {
             } => {
                 metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted").increment(1);
                 self.store
-                    .update_message(
+                    .messages
+                    .update(
                         &message_id,
                         &MessageUpdate {
                             status: DeliveryStatus::Submitted,
@@ -67,6 +69,7 @@ impl Tracker {
                 let parts = smsc_message_ids.len() as u32;
                 let early = self
                     .store
+                    .messages
                     .correlate(&smsc, &smsc_message_ids, &message_id, now_ms)
                     .await?;
                 for stat in early {
@@ -80,7 +83,8 @@ impl Tracker {
             } => {
                 metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
                 self.store
-                    .update_message(
+                    .messages
+                    .update(
                         &message_id,
                         &MessageUpdate {
                             status: DeliveryStatus::Failed,
@@ -94,7 +98,8 @@ impl Tracker {
                 metrics::counter!("otpgate_sms_total", "smsc" => "none", "status" => "expired")
                     .increment(1);
                 self.store
-                    .update_message(
+                    .messages
+                    .update(
                         &message_id,
                         &MessageUpdate {
                             status: DeliveryStatus::Expired,
@@ -114,6 +119,7 @@ impl Tracker {
                 }
                 match self
                     .store
+                    .messages
                     .match_receipt(&smsc, &smsc_message_id, &stat, now_ms)
                     .await?
                 {
@@ -147,6 +153,7 @@ impl Tracker {
         };
         let outcome = self
             .store
+            .messages
             .record_part(
                 message_id,
                 &PartReceipt {
@@ -186,13 +193,18 @@ impl Tracker {
         message_id: &str,
         now_ms: i64,
     ) -> Result<Option<Job>, crate::store::Error> {
-        let Some(rec) = self.store.get_message(message_id).await? else {
+        let Some(rec) = self.store.messages.get(message_id).await? else {
             return Ok(None);
         };
         if !rec.owner.starts_with("ver_") {
             return Ok(None);
         }
-        let Some(v) = self.store.get_verification(&rec.client, &rec.owner).await? else {
+        let Some(v) = self
+            .store
+            .verifications
+            .get(&rec.client, &rec.owner)
+            .await?
+        else {
             return Ok(None);
         };
         if v.status_at(now_ms) != Status::Pending || v.message_id != message_id {
@@ -217,6 +229,7 @@ impl Tracker {
                     digits: v.digits,
                     locale: v.locale,
                     ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
+                    key_id: v.key_id.clone(),
                 },
                 v.expires_at_ms,
                 Priority::Code,

@@ -6,8 +6,12 @@
 //!   checks live in its domain (`smpp::config`, `otp::config`, …).
 //! - [`api`]: the HTTP API (axum): authentication, error shape, one file per resource.
 //! - [`otp`]: SMS one-time-code verifications; [`otp::codes`] derives codes with HMAC.
-//! - [`store`]: the storage trait with memory and Redis implementations.
-//! - [`sms`]: texts (templates, locales) and their GSM 03.38 / UCS-2 encoding and splitting.
+//! - [`store`]: one storage trait per aggregate, with memory and Redis implementations; the
+//!   Redis keys ([`store::keys`]) and connection set-up ([`store::connect`]).
+//! - [`outbox`]: SMS waiting for an SMSC (memory queues or Redis streams); [`routing`]: which
+//!   SMSC takes which number.
+//! - [`sms`]: texts (templates, locales, composition of a job's text) and their GSM 03.38 /
+//!   UCS-2 encoding and splitting.
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
@@ -27,6 +31,7 @@ pub mod otp;
 pub mod outbox;
 pub mod phone;
 pub mod purpose;
+pub mod routing;
 pub mod smpp;
 pub mod sms;
 pub mod store;
@@ -43,7 +48,7 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreBackend};
 use crate::smpp::session::{BindContext, run_bind};
 use crate::smpp::{SmscStatus, sim};
-use crate::store::AnyStore;
+use crate::store::Stores;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +106,12 @@ pub struct Watchdog {
     pub ping: Arc<dyn Fn() + Send + Sync>,
 }
 
-async fn watchdog(w: Watchdog, store: AnyStore) {
+async fn watchdog(w: Watchdog, store: Stores) {
     let mut tick = tokio::time::interval(w.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(w.interval, store::Store::ping(&store)).await {
+        match tokio::time::timeout(w.interval, store.ping()).await {
             Ok(Ok(())) => (w.ping)(),
             Ok(Err(e)) => tracing::warn!(error = %e, "store does not answer: no watchdog ping"),
             Err(_) => tracing::warn!("store ping timed out: no watchdog ping"),
@@ -136,7 +141,11 @@ pub async fn run(
             rand::random()
         }
     };
-    let codes = otp::codes::CodeDeriver::new(key);
+    let retired = config
+        .security
+        .retired_key_bytes()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let codes = otp::codes::CodeDeriver::with_retired(key, &retired);
 
     let store = match config.store.backend {
         StoreBackend::Memory => {
@@ -149,9 +158,9 @@ pub async fn run(
                     sweeper.sweep(clock.now_ms());
                 }
             });
-            AnyStore::Memory(m)
+            Stores::memory(m)
         }
-        StoreBackend::Redis => AnyStore::Redis(
+        StoreBackend::Redis => Stores::redis(
             store::redis::RedisStore::connect(
                 &config.store.redis_url,
                 &config.store.redis_cluster,
@@ -171,18 +180,18 @@ pub async fn run(
         source: e,
     })?;
 
-    let composer = Arc::new(outbox::Composer { codes, templates });
+    let composer = Arc::new(sms::Composer { codes, templates });
     let statuses: Vec<Arc<SmscStatus>> = config
         .smpp
         .smsc
         .iter()
         .map(|s| SmscStatus::new(&s.name))
         .collect();
-    let routing = Arc::new(outbox::Routing::new(&config.smpp.smsc, &statuses));
+    let routing = Arc::new(routing::Routing::new(&config.smpp.smsc, &statuses));
     let outbox = match config.store.backend {
-        StoreBackend::Memory => {
-            outbox::Outbox::Memory(Arc::new(outbox::memory::MemoryOutbox::new(QUEUE_CAPACITY)))
-        }
+        StoreBackend::Memory => outbox::Outbox::Memory(Arc::new(
+            outbox::memory::MemoryOutbox::with_clock(QUEUE_CAPACITY, options.clock.clone()),
+        )),
         StoreBackend::Redis => {
             let routes: Vec<String> = routing
                 .smscs
@@ -194,6 +203,7 @@ pub async fn run(
                     &config.store.redis_url,
                     &config.store.key_prefix,
                     &routes,
+                    options.clock.clone(),
                 )
                 .map_err(|e| StartError::Config(format!("store.redis_url: {e}")))?,
             )
@@ -267,7 +277,7 @@ pub async fn run(
     )
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
     let verifications = otp::Verifications {
-        store: store.clone(),
+        stores: store.clone(),
         composer: composer.clone(),
         otp: config.otp.clone(),
         default_locale: config.sms.default_locale,
@@ -280,7 +290,7 @@ pub async fn run(
         phones: Arc::new(phones),
         verifications: Arc::new(verifications),
         messages: Arc::new(messages::Messages {
-            store: store.clone(),
+            stores: store.clone(),
             outbox: outbox.clone(),
             routing: routing.clone(),
         }),

@@ -6,7 +6,7 @@ use crate::ids;
 use crate::outbox::{Body, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::sms;
-use crate::store::{self, AnyStore, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Store};
+use crate::store::{self, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Stores};
 
 /// How long a notification may wait for an SMSC before it is `expired` instead of sent.
 pub const NOTIFICATION_VALIDITY_MS: i64 = 24 * 3600 * 1000;
@@ -24,10 +24,13 @@ pub enum Error {
     /// The outbox refused it (full or unavailable).
     #[error("outbox: {0}")]
     Outbox(#[from] crate::outbox::Error),
+    /// No SMSC takes the number (no route prefix matches and no SMSC without routes).
+    #[error("no SMSC takes this number")]
+    Unroutable,
 }
 
 pub struct Messages {
-    pub store: AnyStore,
+    pub stores: Stores,
     pub outbox: Outbox,
     pub routing: Arc<Routing>,
 }
@@ -41,17 +44,18 @@ impl Messages {
         text: String,
         now_ms: i64,
     ) -> Result<MessageRecord, Error> {
+        let route = self.routing.route(&to).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
             return Err(Error::Outbox(crate::outbox::Error::Full));
         }
         let seg = sms::split(&text);
-        let route = self.routing.route_of(&to);
         let parts = self.routing.parts_on(&route, &seg);
         let id = ids::new_id("msg", &ids::random_tag());
         let expires_at_ms = now_ms + NOTIFICATION_VALIDITY_MS;
         let record = MessageRecord::queued(&id, client, "", seg.coding, parts, now_ms);
-        self.store
-            .create_message(&record, expires_at_ms + RETENTION_AFTER_EXPIRY_MS)
+        self.stores
+            .messages
+            .create(&record, expires_at_ms + RETENTION_AFTER_EXPIRY_MS)
             .await?;
         let job = Job::new(
             id,
@@ -68,7 +72,7 @@ impl Messages {
 
     /// The message, when `client` created it or the object that sent it.
     pub async fn get(&self, client: &str, id: &str) -> Result<MessageRecord, Error> {
-        match self.store.get_message(id).await? {
+        match self.stores.messages.get(id).await? {
             Some(m) if m.client == client => Ok(m),
             _ => Err(Error::NotFound),
         }

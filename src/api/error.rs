@@ -78,6 +78,7 @@ impl From<otp::Error> for ApiError {
             },
             otp::Error::PhoneNotRegistered => ApiError::PhoneNotRegistered,
             otp::Error::Forbidden => ApiError::Forbidden,
+            otp::Error::Unroutable => ApiError::CountryNotAllowed,
             otp::Error::QueueFull => {
                 tracing::error!("SMS queue full; refusing new codes");
                 ApiError::Unavailable

@@ -55,6 +55,7 @@ impl From<messages::Error> for ApiError {
         match e {
             messages::Error::Store(e) => e.into(),
             messages::Error::NotFound => ApiError::NotFound,
+            messages::Error::Unroutable => ApiError::CountryNotAllowed,
             messages::Error::Outbox(e) => {
                 tracing::error!(error = %e, "notification not queued");
                 ApiError::Unavailable

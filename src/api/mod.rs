@@ -26,7 +26,7 @@ use crate::otp::Verifications;
 use crate::phone::PhonePolicy;
 use crate::purpose::Purpose;
 use crate::smpp::SmscStatus;
-use crate::store::AnyStore;
+use crate::store::Stores;
 
 /// What every handler may use: cheap handles.
 #[derive(Clone)]
@@ -36,7 +36,7 @@ pub struct AppState {
     pub phones: Arc<PhonePolicy>,
     pub verifications: Arc<Verifications>,
     pub messages: Arc<crate::messages::Messages>,
-    pub store: AnyStore,
+    pub store: Stores,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
     pub outbox: crate::outbox::Outbox,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,

@@ -12,7 +12,6 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
 use super::{messages, verifications};
-use crate::store::Store;
 
 pub fn router() -> Router<AppState> {
     Router::new()

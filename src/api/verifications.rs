@@ -194,7 +194,7 @@ pub async fn resend(
 
 /// Check a code.
 #[utoipa::path(post, path = "/v1/verifications/{id}/check", request_body = CheckCode,
-    responses((status = 200, body = CheckResult), (status = 401), (status = 404), (status = 409),
+    responses((status = 200, body = CheckResult), (status = 401), (status = 403), (status = 404), (status = 409),
               (status = 410), (status = 422), (status = 423)),
     security(("bearer" = [])))]
 pub async fn check(
@@ -208,7 +208,13 @@ pub async fn check(
     }
     state
         .verifications
-        .check(client.name(), &id, &req.code, state.clock.now_ms())
+        .check(
+            client.name(),
+            &client.0.purposes,
+            &id,
+            &req.code,
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(axum::Json(CheckResult {
         id,

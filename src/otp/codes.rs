@@ -4,17 +4,29 @@
 //! sent (so a resend carries the same code) and when it is checked. Digits come from the HMAC
 //! output by rejection sampling (bytes ≥ 250 are skipped), so every digit is uniform with no
 //! modulo bias; the 128-bit random id makes codes unpredictable without the key.
+//!
+//! Keys rotate: a deriver holds the current key and the retired ones, each known by its id
+//! ([`key_id`]). Every object records the id of the key it was made under, so a pending code
+//! is sent again and checked with its own key after a rotation, and new ones use the current.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Derives codes from the server key.
+/// The id of a server key: the first 8 hex digits of its SHA-256 (names the key, reveals nothing).
+pub fn key_id(key: &[u8; 32]) -> String {
+    hex::encode(&Sha256::digest(key)[..4])
+}
+
+/// Derives codes from the server keys.
 #[derive(Clone)]
 pub struct CodeDeriver {
     key: [u8; 32],
+    id: String,
+    /// Retired keys by id: still used for the objects made under them.
+    retired: Vec<CodeDeriver>,
 }
 
 impl std::fmt::Debug for CodeDeriver {
@@ -24,8 +36,45 @@ impl std::fmt::Debug for CodeDeriver {
 }
 
 impl CodeDeriver {
+    /// A deriver with one key.
     pub fn new(key: [u8; 32]) -> CodeDeriver {
-        CodeDeriver { key }
+        CodeDeriver {
+            key,
+            id: key_id(&key),
+            retired: Vec::new(),
+        }
+    }
+
+    /// A deriver with the current `key` and `retired` keys (for objects made under them).
+    pub fn with_retired(key: [u8; 32], retired: &[[u8; 32]]) -> CodeDeriver {
+        CodeDeriver {
+            retired: retired
+                .iter()
+                .filter(|k| *k != &key)
+                .map(|k| CodeDeriver::new(*k))
+                .collect(),
+            ..CodeDeriver::new(key)
+        }
+    }
+
+    /// The id of the current key: what new objects record.
+    pub fn current_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The deriver of key `id` (`""`: the current key, for objects stored before keys had
+    /// ids); `None` for a key this process does not hold.
+    pub fn for_key(&self, id: &str) -> Option<&CodeDeriver> {
+        if id.is_empty() || id == self.id {
+            return Some(self);
+        }
+        self.retired.iter().find(|k| k.id == id)
+    }
+
+    /// Every key held, current first: (id, deriver of that key alone).
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &CodeDeriver)> {
+        std::iter::once((self.id.as_str(), self))
+            .chain(self.retired.iter().map(|k| (k.id.as_str(), k)))
     }
 
     fn mac(&self, parts: &[&[u8]]) -> HmacSha256 {
@@ -130,6 +179,22 @@ mod tests {
         for c in counts {
             assert!((11_480..=12_520).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn retired_keys_are_found_by_id() {
+        let d = CodeDeriver::with_retired([2; 32], &[[1; 32]]);
+        let old = key_id(&[1; 32]);
+        assert_eq!(old.len(), 8);
+        assert_eq!(d.current_id(), key_id(&[2; 32]));
+        let code = d.for_key(&old).map(|k| k.numeric("otp", "ver_a", 6));
+        assert_eq!(
+            code,
+            Some(CodeDeriver::new([1; 32]).numeric("otp", "ver_a", 6))
+        );
+        assert_eq!(d.for_key("").map(|k| k.current_id()), Some(d.current_id()));
+        assert!(d.for_key("00000000").is_none());
+        assert_eq!(d.keys().count(), 2);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! SMS one-time-code verifications (contract §3.1): create, resend, check, read.
 //!
-//! Domain rules live here; persistence and atomicity in [`crate::store`]; the SMS goes to the
-//! [`crate::outbox`]. Every function takes `now` from the caller.
+//! Domain rules live here ([`challenge`]: attempts, sends, cooldown, expiry); persistence and
+//! atomicity in [`crate::store`]; the SMS goes to the [`crate::outbox`]. Every function takes
+//! `now` from the caller.
 
+pub mod challenge;
 pub mod codes;
 pub mod config;
 
 use std::sync::Arc;
+
+use unicode_normalization::UnicodeNormalization;
 
 use crate::config::OtpConfig;
 use crate::ids;
@@ -15,8 +19,8 @@ use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::{self, Locale};
 use crate::store::{
-    self, AnyStore, CheckOutcome, DeliveryStatus, MessageRecord, MessageUpdate, ResendOutcome,
-    Status, Store, Verification,
+    self, CheckOutcome, CheckRequest, CodeProof, DeliveryStatus, MessageRecord, MessageUpdate,
+    ResendOutcome, Status, Stores, Verification,
 };
 use codes::codes_equal;
 
@@ -49,6 +53,9 @@ pub enum Error {
     /// The client may no longer use this verification's purpose.
     #[error("purpose not allowed for this client")]
     Forbidden,
+    /// No SMSC takes the number (no route prefix matches and no SMSC without routes).
+    #[error("no SMSC takes this number")]
+    Unroutable,
     /// The SMS queue is full: delivery is not keeping up.
     #[error("SMS queue full")]
     QueueFull,
@@ -65,7 +72,7 @@ pub struct NewVerification {
 
 /// The verification service: cheap to share behind an `Arc`.
 pub struct Verifications {
-    pub store: AnyStore,
+    pub stores: Stores,
     pub composer: Arc<Composer>,
     pub otp: OtpConfig,
     pub default_locale: Locale,
@@ -81,12 +88,15 @@ impl Verifications {
         now_ms: i64,
     ) -> Result<Verification, Error> {
         let phone = match (req.purpose, req.phone) {
+            // A login code goes only to one of the account's registered phones (contract §3.1),
+            // checked in the operation that creates the verification:
+            // `store::planned::PhoneStore::create_login_verification`. Until account phones are
+            // kept, no phone is registered, so every login is refused, with or without a phone.
+            (Purpose::Login, _) => return Err(Error::PhoneNotRegistered),
             (_, Some(p)) => p,
-            // Account phones come with the account-phone API; until one exists, a login
-            // without an explicit phone has no number to send to.
-            (Purpose::Login, None) => return Err(Error::PhoneNotRegistered),
             (_, None) => return Err(Error::PhoneNotRegistered),
         };
+        let route = self.routing.route(&phone).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
             return Err(Error::QueueFull);
         }
@@ -122,10 +132,11 @@ impl Verifications {
             cooldown_ms: policy.resend_cooldown.as_millis() as i64,
             message_id: message_id.clone(),
             subject: hex::encode(&subject[..16]),
+            key_id: self.composer.codes.current_id().to_owned(),
         };
-        let (job, record) = self.compose(&v, &message_id, now_ms);
-        self.store.create_verification(&v, &record).await?;
-        self.enqueue(job).await?;
+        let (job, record) = self.compose(&v, &message_id, route, now_ms);
+        self.stores.verifications.create(&v, &record).await?;
+        self.enqueue(job, now_ms).await?;
         metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
         Ok(v)
     }
@@ -138,7 +149,7 @@ impl Verifications {
         id: &str,
         now_ms: i64,
     ) -> Result<Verification, Error> {
-        let Some(current) = self.store.get_verification(client, id).await? else {
+        let Some(current) = self.stores.verifications.get(client, id).await? else {
             return Err(Error::NotFound);
         };
         if !allowed.contains(&current.purpose) {
@@ -149,14 +160,16 @@ impl Verifications {
         }
         let tag = ids::parse("ver", id).ok_or(Error::NotFound)?;
         let message_id = ids::new_id("msg", tag);
-        let (job, record) = self.compose(&current, &message_id, now_ms);
+        let route = self.routing.route_of(&current.phone);
+        let (job, record) = self.compose(&current, &message_id, route, now_ms);
         match self
-            .store
-            .resend_verification(client, id, now_ms, &record)
+            .stores
+            .verifications
+            .resend(client, id, now_ms, &record)
             .await?
         {
             ResendOutcome::Sent(v) => {
-                self.enqueue(job).await?;
+                self.enqueue(job, now_ms).await?;
                 metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "resent").increment(1);
                 Ok(*v)
             }
@@ -173,30 +186,30 @@ impl Verifications {
         }
     }
 
-    /// Checks a code: `Ok` when it approved the verification just now.
+    /// Checks a code: `Ok` when it approved the verification just now. `allowed` are the
+    /// purposes the calling client may use (a verification of another purpose is refused
+    /// without counting an attempt).
     pub async fn check(
         &self,
         client: &str,
+        allowed: &[Purpose],
         id: &str,
         code: &str,
         now_ms: i64,
     ) -> Result<(), Error> {
-        // Codes of every length are prefixes of one HMAC digit stream of the id, so the
-        // submitted code is compared (in constant time) with the stream's prefix of its own
-        // length; the store learns only for which length it was right, and decides in one
-        // atomic operation whether that is this verification's length.
-        let given = code.trim();
-        let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());
-        let len = if len_ok { given.len() as u8 } else { 10 };
-        let expected = self.composer.codes.numeric("otp", id, len);
-        let matches_digits = if len_ok && codes_equal(&expected, given) {
-            len
-        } else {
-            0
-        };
+        let proof = self.proof(id, code);
         let checked = self
-            .store
-            .check_verification(client, id, matches_digits, now_ms)
+            .stores
+            .verifications
+            .check(
+                id,
+                &CheckRequest {
+                    client,
+                    allowed,
+                    proof: &proof,
+                    now_ms,
+                },
+            )
             .await?;
         let outcome = checked.outcome;
         let label = match outcome {
@@ -207,6 +220,7 @@ impl Verifications {
             CheckOutcome::Expired => "expired",
             CheckOutcome::AlreadyUsed => "already_used",
             CheckOutcome::NotFound => "not_found",
+            CheckOutcome::Forbidden => "forbidden",
         };
         if let Some(p) = checked.purpose {
             metrics::counter!("otpgate_verifications_total", "purpose" => p.as_str(), "outcome" => label).increment(1);
@@ -220,6 +234,32 @@ impl Verifications {
             CheckOutcome::Expired => Err(Error::Expired),
             CheckOutcome::AlreadyUsed => Err(Error::AlreadyUsed),
             CheckOutcome::NotFound => Err(Error::NotFound),
+            CheckOutcome::Forbidden => Err(Error::Forbidden),
+        }
+    }
+
+    /// For which keys and lengths `code` is right. Codes of every length are prefixes of one
+    /// HMAC digit stream of the id per key, so the submitted code is compared (in constant
+    /// time) with each key's stream prefix of its own length; the store learns only these
+    /// matches and decides in one atomic operation whether one is the verification's own.
+    /// Compatibility forms are folded first (NFKC), so full-width digits from CJK input
+    /// methods (`１２３４５６`) count as the digits they show.
+    fn proof(&self, id: &str, code: &str) -> CodeProof {
+        let folded: String = code.nfkc().collect();
+        let given = folded.trim();
+        let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());
+        let len = if len_ok { given.len() as u8 } else { 10 };
+        let mut matches = Vec::new();
+        for (key_id, codes) in self.composer.codes.keys() {
+            // Every key is compared, matching or not, so the time taken says nothing.
+            let expected = codes.numeric("otp", id, len);
+            if codes_equal(&expected, given) && len_ok {
+                matches.push((key_id.to_owned(), len));
+            }
+        }
+        CodeProof {
+            current_key_id: self.composer.codes.current_id().to_owned(),
+            matches,
         }
     }
 
@@ -229,26 +269,33 @@ impl Verifications {
         id: &str,
     ) -> Result<(Verification, Option<MessageRecord>), Error> {
         let v = self
-            .store
-            .get_verification(client, id)
+            .stores
+            .verifications
+            .get(client, id)
             .await?
             .ok_or(Error::NotFound)?;
-        let msg = self.store.get_message(&v.message_id).await?;
+        let msg = self.stores.messages.get(&v.message_id).await?;
         Ok((v, msg))
     }
 
-    /// The outbox job of a send of `v` and its message record.
-    fn compose(&self, v: &Verification, message_id: &str, now_ms: i64) -> (Job, MessageRecord) {
+    /// The outbox job of a send of `v` on `route` and its message record.
+    fn compose(
+        &self,
+        v: &Verification,
+        message_id: &str,
+        route: String,
+        now_ms: i64,
+    ) -> (Job, MessageRecord) {
         let ttl_secs = ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64;
         let body = Body::Code {
             verification_id: v.id.clone(),
             digits: v.digits,
             locale: v.locale,
             ttl_secs,
+            key_id: v.key_id.clone(),
         };
         // Rendered here only to know the encoding and parts; the session renders it again.
         let seg = sms::split(&self.composer.render(&body));
-        let route = self.routing.route_of(&v.phone);
         let parts = self.routing.parts_on(&route, &seg);
         let record = MessageRecord::queued(message_id, &v.client, &v.id, seg.coding, parts, now_ms);
         let job = Job::new(
@@ -264,17 +311,18 @@ impl Verifications {
 
     /// Hands the job to the outbox; when that fails the message is marked failed and the call
     /// answers 503 (the verification exists, but the client was not told it was sent).
-    async fn enqueue(&self, job: Job) -> Result<(), Error> {
+    async fn enqueue(&self, job: Job, now_ms: i64) -> Result<(), Error> {
         let id = job.message_id.clone();
         if let Err(e) = self.outbox.push(job).await {
             tracing::error!(message_id = %id, error = %e, "could not queue SMS");
             let _ = self
-                .store
-                .update_message(
+                .stores
+                .messages
+                .update(
                     &id,
                     &MessageUpdate {
                         status: DeliveryStatus::Failed,
-                        at_ms: crate::clock::system_now_ms(),
+                        at_ms: now_ms,
                         error: Some(e.to_string()),
                     },
                 )

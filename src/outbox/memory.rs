@@ -10,13 +10,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{Error, Job, Routing};
-use crate::clock::system_now_ms;
+use crate::clock::Clock;
 
 pub struct MemoryOutbox {
     queues: Mutex<HashMap<String, [VecDeque<Job>; 2]>>,
     notify: Notify,
     len: AtomicUsize,
     capacity: usize,
+    clock: Clock,
 }
 
 enum Take {
@@ -26,12 +27,19 @@ enum Take {
 }
 
 impl MemoryOutbox {
+    /// An outbox on the system clock.
     pub fn new(capacity: usize) -> MemoryOutbox {
+        MemoryOutbox::with_clock(capacity, Clock::system())
+    }
+
+    /// An outbox that reads time (for retry delays) from `clock`.
+    pub fn with_clock(capacity: usize, clock: Clock) -> MemoryOutbox {
         MemoryOutbox {
             queues: Mutex::new(HashMap::new()),
             notify: Notify::new(),
             len: AtomicUsize::new(0),
             capacity,
+            clock,
         }
     }
 
@@ -49,7 +57,7 @@ impl MemoryOutbox {
 
     /// Back into the queue, at the front (it waited longest) unless it must wait.
     pub fn release(&self, job: Job) {
-        let front = job.not_before_ms <= system_now_ms();
+        let front = job.not_before_ms <= self.clock.now_ms();
         self.insert(job, front);
     }
 
@@ -71,7 +79,7 @@ impl MemoryOutbox {
     }
 
     fn take(&self, routes: &[String], smsc: &str, routing: &Routing) -> Take {
-        let now = system_now_ms();
+        let now = self.clock.now_ms();
         let mut wake: Option<i64> = None;
         let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         for prio in 0..2 {
@@ -116,7 +124,9 @@ impl MemoryOutbox {
                     // Jobs skipped for `avoid` become eligible when the other SMSC goes down,
                     // which nothing notifies: look again every 250 ms at the latest.
                     let wait = wake
-                        .map(|w| Duration::from_millis((w - system_now_ms()).clamp(1, 250) as u64))
+                        .map(|w| {
+                            Duration::from_millis((w - self.clock.now_ms()).clamp(1, 250) as u64)
+                        })
                         .unwrap_or(Duration::from_millis(250));
                     let _ = tokio::time::timeout(wait, notified).await;
                 }

@@ -19,9 +19,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::otp::codes::CodeDeriver;
 use crate::phone::Phone;
-use crate::sms::{Locale, Templates};
+use crate::sms::Locale;
+
+pub use crate::routing::{Routing, SmscRoutes};
+pub use crate::sms::compose::Composer;
 
 /// Code SMS go before notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,6 +61,10 @@ pub enum Body {
         digits: u8,
         locale: Locale,
         ttl_secs: u64,
+        /// The id of the server key the code is derived with (`""`: the current key; jobs
+        /// queued before keys had ids).
+        #[serde(default)]
+        key_id: String,
     },
     /// A text given as is (notifications, notices).
     Text { text: String },
@@ -116,113 +122,65 @@ impl Job {
     }
 }
 
-/// Renders a job's text.
-pub struct Composer {
-    pub codes: CodeDeriver,
-    pub templates: Templates,
-}
-
-impl Composer {
-    pub fn render(&self, body: &Body) -> String {
-        match body {
-            Body::Code {
-                verification_id,
-                digits,
-                locale,
-                ttl_secs,
-            } => {
-                let code = self.codes.numeric("otp", verification_id, *digits);
-                self.templates.code_sms(*locale, &code, *ttl_secs)
-            }
-            Body::Text { text } => text.clone(),
-        }
-    }
-}
-
 /// Why the outbox could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The backing store did not answer.
     #[error("outbox unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] ::redis::RedisError),
+    /// A job could not be written as JSON (a bug).
+    #[error("job not encodable: {0}")]
+    Encode(#[from] serde_json::Error),
     /// The in-process queue is at capacity.
     #[error("outbox full")]
     Full,
 }
 
-/// One SMSC as routing sees it.
-pub struct SmscRoutes {
-    pub status: Arc<crate::smpp::SmscStatus>,
-    /// Its prefixes, or `[""]` when it has none (it takes the rest).
-    pub routes: Vec<String>,
-    pub long_messages: crate::config::LongMessages,
+/// The version of the job format this daemon writes, and the newest it reads. A durable entry
+/// carries its version and kind next to the job (`v`, `k`), so that during a rolling upgrade
+/// an older instance leaves what it cannot read pending for a newer one instead of dropping it.
+/// Raise it for any change an older reader would misread; additive optional fields do not
+/// need it (unknown fields are ignored).
+pub const JOB_VERSION: u32 = 1;
+
+/// The kinds of job this version reads.
+pub const JOB_KINDS: [&str; 1] = [JOB_KIND_SMS];
+
+/// An SMS to submit (every job so far).
+pub const JOB_KIND_SMS: &str = "sms";
+
+/// A durable entry as read back.
+#[derive(Debug)]
+pub enum Envelope {
+    /// A job this version reads.
+    Job(Box<Job>),
+    /// Written by a newer version (or a kind added later): not ours to read or acknowledge.
+    Unknown { version: u32, kind: String },
+    /// Claims a version and kind we read, but does not decode: a bug or a foreign writer.
+    Corrupt(serde_json::Error),
 }
 
-/// Which SMSCs serve which routes, and which are bound now (for `avoid`).
-pub struct Routing {
-    /// Every configured prefix, longest first.
-    prefixes: Vec<String>,
-    pub smscs: Vec<SmscRoutes>,
-}
-
-impl Routing {
-    pub fn new(
-        config: &[crate::config::SmscConfig],
-        statuses: &[Arc<crate::smpp::SmscStatus>],
-    ) -> Routing {
-        let mut prefixes: Vec<String> = config
-            .iter()
-            .flat_map(|c| c.routes.iter().cloned())
-            .collect();
-        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        prefixes.dedup();
-        let smscs = config
-            .iter()
-            .zip(statuses)
-            .map(|(c, s)| SmscRoutes {
-                status: s.clone(),
-                routes: if c.routes.is_empty() {
-                    vec![String::new()]
-                } else {
-                    c.routes.clone()
-                },
-                long_messages: c.long_messages,
-            })
-            .collect();
-        Routing { prefixes, smscs }
-    }
-
-    /// The longest configured prefix matching `phone`, or `""` (SMSCs without routes).
-    pub fn route_of(&self, phone: &Phone) -> String {
-        self.prefixes
-            .iter()
-            .find(|p| phone.e164().starts_with(p.as_str()))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Whether an SMSC other than `name` that takes `route` is bound.
-    pub fn other_bound(&self, route: &str, name: &str) -> bool {
-        self.smscs.iter().any(|s| {
-            &*s.status.name != name && s.status.is_bound() && s.routes.iter().any(|x| x == route)
-        })
-    }
-
-    /// The parts a text split as `seg` is sent in on `route` (`payload` sends one).
-    pub fn parts_on(&self, route: &str, seg: &crate::sms::Segments) -> u32 {
-        match self.long_messages_of(route) {
-            crate::config::LongMessages::Payload => 1,
-            _ => seg.parts.len() as u32,
+impl Envelope {
+    /// Opens an entry from its fields; entries without `v` and `k` were written before
+    /// envelopes existed and are version 1 SMS jobs.
+    pub fn open(version: Option<&str>, kind: Option<&str>, job: Option<&str>) -> Envelope {
+        let version = match version.map(str::parse::<u32>) {
+            None => 1,
+            Some(Ok(v)) => v,
+            // Unparseable version: certainly not one we wrote.
+            Some(Err(_)) => u32::MAX,
+        };
+        let kind = kind.unwrap_or(JOB_KIND_SMS);
+        if version > JOB_VERSION || !JOB_KINDS.contains(&kind) {
+            return Envelope::Unknown {
+                version,
+                kind: kind.to_owned(),
+            };
         }
-    }
-
-    /// How long texts on `route` are sent (its first SMSC's `long_messages`).
-    pub fn long_messages_of(&self, route: &str) -> crate::config::LongMessages {
-        self.smscs
-            .iter()
-            .find(|s| s.routes.iter().any(|x| x == route))
-            .map(|s| s.long_messages)
-            .unwrap_or(crate::config::LongMessages::Udh)
+        match serde_json::from_str::<Job>(job.unwrap_or_default()) {
+            Ok(j) => Envelope::Job(Box::new(j)),
+            Err(e) => Envelope::Corrupt(e),
+        }
     }
 }
 
@@ -342,5 +300,40 @@ impl Consumer {
         if let Consumer::Redis(c) = self {
             c.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"{"message_id":"msg_a","destination":"+85366123456","body":{"kind":"text","text":"hi"},"expires_at_ms":1,"priority":"notification","route":"","attempts":0,"avoid":null,"not_before_ms":0}"#;
+
+    #[test]
+    fn envelopes_open_only_what_this_version_reads() {
+        assert!(
+            matches!(Envelope::open(None, None, Some(JOB)), Envelope::Job(_)),
+            "before envelopes"
+        );
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("sms"), Some(JOB)),
+            Envelope::Job(_)
+        ));
+        assert!(matches!(
+            Envelope::open(Some("2"), Some("sms"), Some(JOB)),
+            Envelope::Unknown { version: 2, .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("activation_sms"), Some(JOB)),
+            Envelope::Unknown { version: 1, .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("x"), None, Some(JOB)),
+            Envelope::Unknown { .. }
+        ));
+        assert!(matches!(
+            Envelope::open(Some("1"), Some("sms"), Some("{")),
+            Envelope::Corrupt(_)
+        ));
     }
 }

@@ -13,19 +13,29 @@
 //! - Acks and releases go through a background writer that retries until Redis answers, so a
 //!   Redis outage delays them but loses none.
 //!
-//! All keys carry the hash tag `{ob}`: one slot, so multi-stream reads work on a cluster too.
+//! - Entries are versioned envelopes (fields `v`, `k`, `j`; see [`super::JOB_VERSION`]): an
+//!   entry of a newer version or unknown kind is left pending, never acknowledged, for an
+//!   instance that can read it (a rolling upgrade loses nothing).
+//!
+//! All keys (spelled in [`crate::store::keys`]) carry the hash tag `{ob}`: one slot, so
+//! multi-stream reads work on a cluster too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, FromRedisValue, Script, Value};
+use redis::{FromRedisValue, Script, Value};
 use tokio::sync::{Notify, mpsc};
 
-use super::{Error, Job, Priority, Routing};
-use crate::clock::system_now_ms;
+use super::{Envelope, Error, JOB_KIND_SMS, JOB_VERSION, Job, Priority, Routing};
+use crate::clock::Clock;
+use crate::store::connect;
+use crate::store::keys::Keys;
+use writer::{EntryRef, WriteOp, run_writer};
+
+mod writer;
 
 /// Entries of a consumer that has been silent this long are taken over by others.
 pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
@@ -33,43 +43,11 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(3);
 const GROUP: &str = "otpgate";
 
-/// Moves due retries back to their streams. KEYS: delay zset. ARGV: now_ms.
-/// Members are "<stream key>\n<job json>".
-const MOVE_DUE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 200)
-for _, m in ipairs(due) do
-  local nl = string.find(m, '\n', 1, true)
-  if nl then
-    redis.call('XADD', string.sub(m, 1, nl - 1), '*', 'j', string.sub(m, nl + 1))
-  end
-  redis.call('ZREM', KEYS[1], m)
-end
-return #due
-"#;
-
-fn stream_key(prefix: &str, route: &str, priority: Priority) -> String {
-    let route = if route.is_empty() { "default" } else { route };
-    format!("{prefix}ob:{{ob}}:{route}:{}", priority.as_str())
-}
-
-/// Where a handed-out job sits in Redis.
-#[derive(Debug, Clone)]
-struct EntryRef {
-    stream: String,
-    id: String,
-}
-
-enum WriteOp {
-    /// Settled: acknowledge and delete.
-    Ack(EntryRef),
-    /// Back in the queue: re-add (to its stream, or the delay set) and acknowledge the old entry.
-    Release(EntryRef, Box<Job>),
-}
-
 pub struct RedisOutbox {
     client: redis::Client,
     conn: ConnectionManager,
-    prefix: String,
+    keys: Keys,
+    clock: Clock,
     /// Every stream of every route, for the depth gauge.
     all_streams: Vec<(String, Priority)>,
     instance: String,
@@ -84,56 +62,51 @@ impl RedisOutbox {
         redis_url: &str,
         prefix: &str,
         routes: &[String],
+        clock: Clock,
     ) -> Result<Arc<RedisOutbox>, Error> {
-        let client =
-            redis::Client::open(redis_url).map_err(|e| Error::Unavailable(e.to_string()))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let client = connect::client(redis_url)?;
+        let conn = connect::shared(client.clone())?;
         let (tx, rx) = mpsc::unbounded_channel();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+        let keys = Keys::new(prefix);
         let all_streams = Priority::ALL
             .iter()
-            .flat_map(|p| routes.iter().map(move |r| (stream_key(prefix, r, *p), *p)))
+            .flat_map(|p| routes.iter().map(|r| (keys.outbox_stream(r, *p), *p)))
             .collect();
         let outbox = Arc::new(RedisOutbox {
             client,
             conn,
-            prefix: prefix.to_owned(),
+            keys,
+            clock,
             all_streams,
             instance: format!("{host}-{}-{}", std::process::id(), crate::ids::random_tag()),
             writes: tx,
             writer_idle: Arc::new(Notify::new()),
             pending_writes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            move_due: Script::new(MOVE_DUE),
+            move_due: Script::new(include_str!("move_due.lua")),
         });
         tokio::spawn(run_writer(outbox.clone(), rx));
         Ok(outbox)
     }
 
     fn stream(&self, route: &str, priority: Priority) -> String {
-        stream_key(&self.prefix, route, priority)
-    }
-
-    fn delay_key(&self) -> String {
-        format!("{}ob:{{ob}}:delay", self.prefix)
+        self.keys.outbox_stream(route, priority)
     }
 
     pub async fn push(&self, job: &Job) -> Result<(), Error> {
-        let json = serde_json::to_string(job).map_err(|e| Error::Unavailable(e.to_string()))?;
+        let json = serde_json::to_string(job)?;
         let mut c = self.conn.clone();
         let _: String = redis::cmd("XADD")
             .arg(self.stream(&job.route, job.priority))
             .arg("*")
+            .arg("v")
+            .arg(JOB_VERSION)
+            .arg("k")
+            .arg(JOB_KIND_SMS)
             .arg("j")
             .arg(json)
             .query_async(&mut c)
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+            .await?;
         Ok(())
     }
 
@@ -339,46 +312,34 @@ async fn run_reader(
         }
         let c = match &mut conn {
             Some(c) => c,
-            None => {
-                let cfg = AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(Duration::from_secs(5)))
-                    .set_connection_timeout(Some(Duration::from_secs(2)));
-                match outbox
-                    .client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                {
-                    Ok(mut c) => match ensure_groups(&mut c, &r.streams).await {
-                        Ok(()) => {
-                            backoff = Duration::from_millis(250);
-                            conn.insert(c)
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "outbox: cannot create consumer group");
-                            sleep_or_stop(&stop, backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            continue;
-                        }
-                    },
+            None => match connect::dedicated(&outbox.client).await {
+                Ok(mut c) => match ensure_groups(&mut c, &r.streams).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(250);
+                        conn.insert(c)
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "outbox: Redis unreachable; retrying");
+                        tracing::warn!(error = %e, "outbox: cannot create consumer group");
                         sleep_or_stop(&stop, backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                         continue;
                     }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: Redis unreachable; retrying");
+                    sleep_or_stop(&stop, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
                 }
-            }
+            },
         };
-        let result = read_once(
-            &outbox,
-            &r,
-            c,
-            &tx,
-            &held,
-            &mut own_pending,
-            &mut last_heartbeat,
-        )
-        .await;
+        // Stopping closes the connection even mid-`XREADGROUP … BLOCK`: a read left blocked
+        // would take the next entry for a consumer that is gone (until `CLAIM_IDLE`).
+        let result = tokio::select! {
+            r = read_once(&outbox, &r, c, &tx, &held, &mut own_pending, &mut last_heartbeat) => r,
+            _ = stop.cancelled() => return,
+            _ = tx.closed() => return,
+        };
         if let Err(e) = result {
             if e.code() == Some("NOGROUP") {
                 // Redis lost the streams (restarted without persistence): recreate.
@@ -467,17 +428,30 @@ async fn deliver(
     let mut code = VecDeque::new();
     let mut rest = VecDeque::new();
     for (stream, entry) in entries {
-        let json = entry
-            .map
-            .get("j")
-            .and_then(|v| String::from_redis_value(v.clone()).ok());
-        let Some(mut job) = json.and_then(|j| serde_json::from_str::<Job>(&j).ok()) else {
-            tracing::error!(stream = %stream, "outbox: unreadable entry dropped");
-            outbox.write(WriteOp::Ack(EntryRef {
-                stream,
-                id: entry.id,
-            }));
-            continue;
+        let field = |f: &str| {
+            entry
+                .map
+                .get(f)
+                .and_then(|v| String::from_redis_value(v.clone()).ok())
+        };
+        let (v, k, j) = (field("v"), field("k"), field("j"));
+        let mut job = match Envelope::open(v.as_deref(), k.as_deref(), j.as_deref()) {
+            Envelope::Job(job) => *job,
+            Envelope::Unknown { version, kind } => {
+                // Not ours to read: it stays pending (never acknowledged, not held, so it goes
+                // idle and is claimed again) until an instance that reads it takes it.
+                tracing::warn!(stream = %stream, entry = %entry.id, version, kind = %kind,
+                    "outbox: entry of a newer version left pending for an instance that reads it");
+                continue;
+            }
+            Envelope::Corrupt(e) => {
+                tracing::error!(stream = %stream, entry = %entry.id, error = %e, "outbox: undecodable entry dropped");
+                outbox.write(WriteOp::Ack(EntryRef {
+                    stream,
+                    id: entry.id,
+                }));
+                continue;
+            }
         };
         job.receipt = Some(format!("{stream}\n{}", entry.id));
         if let Ok(mut h) = held.lock() {
@@ -491,7 +465,7 @@ async fn deliver(
             if let Ok(mut h) = held.lock() {
                 h.remove(&entry.id);
             }
-            job.not_before_ms = system_now_ms() + 200;
+            job.not_before_ms = outbox.clock.now_ms() + 200;
             outbox.write(WriteOp::Release(
                 EntryRef {
                     stream,
@@ -541,8 +515,8 @@ async fn heartbeat(
     }
     let _: i64 = outbox
         .move_due
-        .key(outbox.delay_key())
-        .arg(system_now_ms())
+        .key(outbox.keys.outbox_delay())
+        .arg(outbox.clock.now_ms())
         .invoke_async(c)
         .await?;
     for s in &r.streams {
@@ -570,69 +544,4 @@ async fn heartbeat(
         }
     }
     Ok(())
-}
-
-/// Writes acks and releases in order, retrying each until Redis takes it.
-async fn run_writer(outbox: Arc<RedisOutbox>, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
-    while let Some(op) = rx.recv().await {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match apply(&outbox, &op).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox: write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        if outbox
-            .pending_writes
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            outbox.writer_idle.notify_waiters();
-        }
-    }
-}
-
-async fn apply(outbox: &RedisOutbox, op: &WriteOp) -> redis::RedisResult<()> {
-    let mut c = outbox.conn.clone();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    match op {
-        WriteOp::Ack(e) => {
-            pipe.cmd("XACK")
-                .arg(&e.stream)
-                .arg(GROUP)
-                .arg(&e.id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&e.stream).arg(&e.id).ignore();
-        }
-        WriteOp::Release(e, job) => {
-            let json = serde_json::to_string(job.as_ref()).unwrap_or_default();
-            let stream = outbox.stream(&job.route, job.priority);
-            if job.not_before_ms > system_now_ms() {
-                pipe.cmd("ZADD")
-                    .arg(outbox.delay_key())
-                    .arg(job.not_before_ms)
-                    .arg(format!("{stream}\n{json}"))
-                    .ignore();
-            } else {
-                pipe.cmd("XADD")
-                    .arg(&stream)
-                    .arg("*")
-                    .arg("j")
-                    .arg(json)
-                    .ignore();
-            }
-            pipe.cmd("XACK")
-                .arg(&e.stream)
-                .arg(GROUP)
-                .arg(&e.id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&e.stream).arg(&e.id).ignore();
-        }
-    }
-    pipe.query_async(&mut c).await
 }

@@ -1,14 +1,19 @@
 //! The embedded store: sharded maps in this process. Nothing survives a restart.
+//!
+//! The verification rules are [`crate::otp::challenge`]'s, applied under the entry's lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
+use super::verifications::CheckRequest;
 use super::{
-    CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, MessageRecord, MessageUpdate,
-    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ResendOutcome,
-    Status, Store, Verification, smsc_id_forms,
+    BoxFuture, CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, Health,
+    MessageRecord, MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt,
+    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Verification, VerificationStore,
+    smsc_id_forms,
 };
+use crate::otp::challenge;
 
 const SHARDS: usize = 32;
 
@@ -123,12 +128,8 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    async fn create_verification(
-        &self,
-        v: &Verification,
-        msg: &MessageRecord,
-    ) -> Result<(), Error> {
+impl MemoryStore {
+    fn create_verification(&self, v: &Verification, msg: &MessageRecord) {
         // Both the old and the new verification are looked up under the subject lock, so
         // two creations for one subject cannot both stay pending.
         self.subjects.with(&v.subject, |subjects| {
@@ -151,53 +152,52 @@ impl Store for MemoryStore {
                 StoredMessage::new(msg.clone(), v.expires_at_ms),
             )
         });
-        Ok(())
     }
 
-    async fn get_verification(
-        &self,
-        client: &str,
-        id: &str,
-    ) -> Result<Option<Verification>, Error> {
-        Ok(self
-            .verifications
-            .with(id, |vs| vs.get(id).filter(|v| v.client == client).cloned()))
-    }
-
-    async fn check_verification(
-        &self,
-        client: &str,
-        id: &str,
-        matches_digits: u8,
-        now_ms: i64,
-    ) -> Result<Checked, Error> {
-        Ok(self.verifications.with(id, |vs| {
-            let Some(v) = vs.get_mut(id).filter(|v| v.client == client) else {
+    fn check_verification(&self, id: &str, req: &CheckRequest<'_>) -> Checked {
+        self.verifications.with(id, |vs| {
+            let Some(v) = vs.get_mut(id).filter(|v| v.client == req.client) else {
                 return Checked {
                     outcome: CheckOutcome::NotFound,
                     purpose: None,
                 };
             };
-            let correct = matches_digits == v.digits;
+            if !req.allowed.contains(&v.purpose) {
+                return Checked {
+                    outcome: CheckOutcome::Forbidden,
+                    purpose: Some(v.purpose),
+                };
+            }
+            let correct = req.proof.is_right(&v.key_id, v.digits);
+            let mut c = v.challenge();
+            let outcome = challenge::check(&mut c, correct, req.now_ms);
+            v.set_challenge(&c);
             Checked {
-                outcome: apply_check(v, correct, now_ms),
+                outcome,
                 purpose: Some(v.purpose),
             }
-        }))
+        })
     }
 
-    async fn resend_verification(
+    fn resend_verification(
         &self,
         client: &str,
         id: &str,
         now_ms: i64,
         msg: &MessageRecord,
-    ) -> Result<ResendOutcome, Error> {
+    ) -> ResendOutcome {
         let outcome = self.verifications.with(id, |vs| {
             let Some(v) = vs.get_mut(id).filter(|v| v.client == client) else {
                 return ResendOutcome::NotFound;
             };
-            apply_resend(v, now_ms, &msg.id)
+            let mut c = v.challenge();
+            let verdict = challenge::resend(&mut c, now_ms);
+            if let Some(refused) = ResendOutcome::refused(verdict) {
+                return refused;
+            }
+            v.set_challenge(&c);
+            v.message_id = msg.id.clone();
+            ResendOutcome::Sent(Box::new(v.clone()))
         });
         if let ResendOutcome::Sent(v) = &outcome {
             self.messages.with(&msg.id, |m| {
@@ -207,40 +207,16 @@ impl Store for MemoryStore {
                 )
             });
         }
-        Ok(outcome)
+        outcome
     }
 
-    async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
-        // The sweep keeps messages until RETENTION_AFTER_EXPIRY_MS past their stored time.
-        let expiry = keep_until_ms - RETENTION_AFTER_EXPIRY_MS;
-        self.messages.with(&msg.id, |m| {
-            m.insert(msg.id.clone(), StoredMessage::new(msg.clone(), expiry))
-        });
-        Ok(())
-    }
-
-    async fn get_message(&self, id: &str) -> Result<Option<MessageRecord>, Error> {
-        Ok(self
-            .messages
-            .with(id, |m| m.get(id).map(|s| s.record.clone())))
-    }
-
-    async fn update_message(&self, id: &str, u: &MessageUpdate) -> Result<(), Error> {
-        self.messages.with(id, |m| {
-            if let Some(s) = m.get_mut(id) {
-                apply_message_update(&mut s.record, u);
-            }
-        });
-        Ok(())
-    }
-
-    async fn correlate(
+    fn correlate_parts(
         &self,
         smsc: &str,
         smsc_ids: &[String],
         message_id: &str,
         now_ms: i64,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Vec<String> {
         let mut early = Vec::new();
         for id in smsc_ids {
             let Some(norm) = smsc_id_forms(id).into_iter().next() else {
@@ -261,21 +237,21 @@ impl Store for MemoryStore {
                 }
             }
         }
-        Ok(early)
+        early
     }
 
-    async fn match_receipt(
+    fn find_receipt(
         &self,
         smsc: &str,
         smsc_id: &str,
         stat: &str,
         now_ms: i64,
-    ) -> Result<Option<(String, u32)>, Error> {
+    ) -> Option<(String, u32)> {
         let forms = smsc_id_forms(smsc_id);
         for f in &forms {
             let key = pair_key(smsc, f);
             if let Some((m, parts, _)) = self.correlations.with(&key, |c| c.remove(&key)) {
-                return Ok(Some((m, parts)));
+                return Some((m, parts));
             }
         }
         for f in &forms {
@@ -283,24 +259,122 @@ impl Store for MemoryStore {
             let value = (stat.to_owned(), now_ms + ORPHAN_RECEIPT_TTL_MS);
             self.orphans.with(&key, |o| o.insert(key.clone(), value));
         }
-        Ok(None)
+        None
+    }
+}
+
+fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, Error>> {
+    Box::pin(std::future::ready(Ok(v)))
+}
+
+impl VerificationStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        v: &'a Verification,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.create_verification(v, msg);
+        ready(())
     }
 
-    async fn record_part(
-        &self,
-        message_id: &str,
-        part: &PartReceipt,
-    ) -> Result<PartOutcome, Error> {
-        Ok(self
-            .messages
-            .with(message_id, |m| match m.get_mut(message_id) {
-                None => PartOutcome::Pending,
-                Some(s) => apply_part(s, part),
-            }))
+    fn get<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Verification>, Error>> {
+        ready(
+            self.verifications
+                .with(id, |vs| vs.get(id).filter(|v| v.client == client).cloned()),
+        )
     }
 
-    async fn ping(&self) -> Result<(), Error> {
-        Ok(())
+    fn check<'a>(
+        &'a self,
+        id: &'a str,
+        req: &'a CheckRequest<'a>,
+    ) -> BoxFuture<'a, Result<Checked, Error>> {
+        ready(self.check_verification(id, req))
+    }
+
+    fn resend<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+        now_ms: i64,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<ResendOutcome, Error>> {
+        ready(self.resend_verification(client, id, now_ms, msg))
+    }
+}
+
+impl MessageStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        msg: &'a MessageRecord,
+        keep_until_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        // The sweep keeps messages until RETENTION_AFTER_EXPIRY_MS past their stored time.
+        let expiry = keep_until_ms - RETENTION_AFTER_EXPIRY_MS;
+        self.messages.with(&msg.id, |m| {
+            m.insert(msg.id.clone(), StoredMessage::new(msg.clone(), expiry))
+        });
+        ready(())
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<MessageRecord>, Error>> {
+        ready(
+            self.messages
+                .with(id, |m| m.get(id).map(|s| s.record.clone())),
+        )
+    }
+
+    fn update<'a>(&'a self, id: &'a str, u: &'a MessageUpdate) -> BoxFuture<'a, Result<(), Error>> {
+        self.messages.with(id, |m| {
+            if let Some(s) = m.get_mut(id) {
+                apply_message_update(&mut s.record, u);
+            }
+        });
+        ready(())
+    }
+
+    fn correlate<'a>(
+        &'a self,
+        smsc: &'a str,
+        smsc_ids: &'a [String],
+        message_id: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        ready(self.correlate_parts(smsc, smsc_ids, message_id, now_ms))
+    }
+
+    fn match_receipt<'a>(
+        &'a self,
+        smsc: &'a str,
+        smsc_id: &'a str,
+        stat: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<(String, u32)>, Error>> {
+        ready(self.find_receipt(smsc, smsc_id, stat, now_ms))
+    }
+
+    fn record_part<'a>(
+        &'a self,
+        message_id: &'a str,
+        part: &'a PartReceipt,
+    ) -> BoxFuture<'a, Result<PartOutcome, Error>> {
+        ready(
+            self.messages
+                .with(message_id, |m| match m.get_mut(message_id) {
+                    None => PartOutcome::Pending,
+                    Some(s) => apply_part(s, part),
+                }),
+        )
+    }
+}
+
+impl Health for MemoryStore {
+    fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
+        ready(())
     }
 }
 
@@ -328,54 +402,6 @@ fn apply_part(s: &mut StoredMessage, part: &PartReceipt) -> PartOutcome {
     s.record.status = part.status;
     s.record.error = part.error.clone();
     PartOutcome::Final(part.status)
-}
-
-/// The check state machine (the Redis script implements the same).
-pub(crate) fn apply_check(v: &mut Verification, correct: bool, now_ms: i64) -> CheckOutcome {
-    match v.status_at(now_ms) {
-        Status::Canceled => return CheckOutcome::NotFound,
-        Status::Approved => return CheckOutcome::AlreadyUsed,
-        Status::Locked => return CheckOutcome::Locked,
-        Status::Expired => return CheckOutcome::Expired,
-        Status::Pending => {}
-    }
-    if correct {
-        v.status = Status::Approved;
-        return CheckOutcome::Approved;
-    }
-    v.attempts_used += 1;
-    if v.attempts_used >= v.max_attempts {
-        v.status = Status::Locked;
-        CheckOutcome::LockedNow
-    } else {
-        CheckOutcome::Wrong {
-            attempts_remaining: v.max_attempts - v.attempts_used,
-        }
-    }
-}
-
-/// The resend state machine (the Redis script implements the same).
-pub(crate) fn apply_resend(v: &mut Verification, now_ms: i64, message_id: &str) -> ResendOutcome {
-    match v.status_at(now_ms) {
-        Status::Canceled => return ResendOutcome::NotFound,
-        Status::Approved => return ResendOutcome::AlreadyUsed,
-        Status::Locked => return ResendOutcome::Locked,
-        Status::Expired => return ResendOutcome::Expired,
-        Status::Pending => {}
-    }
-    if v.sends >= v.max_sends {
-        return ResendOutcome::MaxSends;
-    }
-    let next = v.last_sent_ms + v.cooldown_ms;
-    if now_ms < next {
-        return ResendOutcome::Cooldown {
-            retry_after_ms: next - now_ms,
-        };
-    }
-    v.sends += 1;
-    v.last_sent_ms = now_ms;
-    v.message_id = message_id.to_owned();
-    ResendOutcome::Sent(Box::new(v.clone()))
 }
 
 pub(crate) fn apply_message_update(r: &mut MessageRecord, u: &MessageUpdate) {

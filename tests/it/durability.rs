@@ -203,3 +203,72 @@ async fn redis_unreachable_for_ten_seconds_loses_nothing() {
     assert!(!seen.contains_key("during"));
     d.stop().await;
 }
+
+/// A rolling upgrade: a newer instance wrote entries this version cannot read (a newer job
+/// version, a job kind added later). They stay pending in the stream — never acknowledged,
+/// never deleted — while this daemon keeps delivering the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_newer_version_stay_pending_while_others_are_delivered() {
+    let sim = start_sim().await;
+    let d = TestDaemon::start_with(Backend::Redis, sim.clone(), "", |_| {}).await;
+    let keys = otpgate::store::keys::Keys::new(&d.config.store.key_prefix);
+    let stream = keys.outbox_stream("", otpgate::outbox::Priority::Notification);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let job = r#"{"message_id":"msg_future","destination":"+85366120000","body":{"kind":"text","text":"from the future"},"expires_at_ms":99999999999999,"priority":"notification","route":"","attempts":0,"avoid":null,"not_before_ms":0}"#;
+    let mut unknown = Vec::new();
+    for (v, k) in [("2", "sms"), ("1", "activation_sms")] {
+        let id: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("v")
+            .arg(v)
+            .arg("k")
+            .arg(k)
+            .arg("j")
+            .arg(job)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        unknown.push(id);
+    }
+    // Queued after the unknown entries, in the same stream: read after them.
+    for i in 0..3 {
+        let (s, _, _) = d
+            .post(
+                TOKEN_A,
+                "/v1/messages",
+                json!({"to": format!("+8536612000{i}"), "text": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(s, 202);
+    }
+    let seen = arrivals(&sim, 0..3).await;
+    assert!(!seen.contains_key("from the future"), "not sent");
+    // Read by the daemon (pending in the group), not acknowledged, not deleted.
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("otpgate")
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let pending_ids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+    for id in &unknown {
+        assert!(
+            pending_ids.contains(&id.as_str()),
+            "{id} pending: {pending_ids:?}"
+        );
+        let still: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(id)
+            .arg(id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(still.len(), 1, "{id} still in the stream");
+    }
+    d.stop().await;
+}

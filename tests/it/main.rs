@@ -6,6 +6,7 @@ mod util;
 
 mod activation;
 mod carrier;
+mod challenge;
 mod daemon;
 mod durability;
 mod edges;
@@ -14,6 +15,7 @@ mod messages;
 mod ops;
 mod receipts;
 mod resilience;
+mod rotation;
 mod smpp;
 mod subscriber;
 mod totp;

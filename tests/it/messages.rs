@@ -116,7 +116,7 @@ both_stores! {
             let (s, _, _) = d.post(TOKEN_A, "/v1/messages", json!({"to": format!("+853661000{i:02}"), "text": format!("notice {i}")})).await;
             assert_eq!(s, 202);
         }
-        let (s, _, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "login", "account_id": "acc-p", "phone": "+85366199999"})).await;
+        let (s, _, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "password_reset", "account_id": "acc-p", "phone": "+85366199999"})).await;
         assert_eq!(s, 201);
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let sim = otpgate::smpp::sim::start(listener, Default::default()).unwrap();

@@ -10,7 +10,7 @@ async fn metrics_count_requests_verifications_and_sms() {
     let d = TestDaemon::start(Backend::Memory).await;
     let (id, code, _) = d
         .create_and_receive(
-            json!({"purpose": "login", "account_id": "acc-m", "phone": "+85366123456"}),
+            json!({"purpose": "password_reset", "account_id": "acc-m", "phone": "+85366123456"}),
         )
         .await;
     let (s, _, _) = d
@@ -32,7 +32,7 @@ async fn metrics_count_requests_verifications_and_sms() {
     let text = d.metrics().await;
     for needle in [
         r#"otpgate_http_requests_total{route="/v1/verifications",method="POST",status="201"}"#,
-        r#"otpgate_verifications_total{purpose="login",outcome="approved"}"#,
+        r#"otpgate_verifications_total{purpose="password_reset",outcome="approved"}"#,
         r#"otpgate_sms_total{smsc="sim",status="delivered"}"#,
         r#"otpgate_smpp_binds_up{smsc="sim"} 1"#,
         "otpgate_smpp_submit_seconds",

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use crate::both_stores;
 use crate::util::*;
 
+/// A second token of `client-a` (added by a test's config tweak).
+const TOKEN_C: &str = "test-token-client-a-transactions-only";
+
 fn reg(phone: &str) -> Value {
     json!({"purpose": "registration", "phone": phone})
 }
@@ -203,6 +206,81 @@ both_stores! {
         }
         assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
         assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 49, "{statuses:?}");
+        d.stop().await;
+    }
+
+    async fn login_naming_a_phone_is_refused_and_sends_nothing(b: Backend) {
+        // No phone is registered to any account yet (account phones come later), so a login
+        // code may go to no number: naming one is 422, and nothing is queued for it.
+        let d = TestDaemon::start(b).await;
+        let mut rx = d.sim.subscribe();
+        let (s, body, _) = d.post(TOKEN_A, "/v1/verifications", json!({"purpose": "login", "account_id": "acc-1", "phone": "+85366123001"})).await;
+        assert_eq!((s, &body["error"]["code"]), (422, &json!("phone_not_registered")), "{body}");
+        let (s, _, _) = d.post(TOKEN_A, "/v1/verifications", reg("+85366123002")).await;
+        assert_eq!(s, 201);
+        let first = next_message(&mut rx).await;
+        assert_eq!(first.destination_addr, "85366123002", "the refused login queued nothing");
+        d.stop().await;
+    }
+
+    async fn check_requires_the_purpose_and_counts_nothing_without_it(b: Backend) {
+        // Same client name, a second token that lost `registration` (as after a config change).
+        let d = TestDaemon::start_with(b, start_sim().await, "", |c| {
+            c.clients.push(otpgate::config::ClientConfig {
+                name: "client-a".into(),
+                key_sha256: sha256_hex(TOKEN_C),
+                purposes: vec![otpgate::purpose::Purpose::Transaction],
+            });
+        })
+        .await;
+        let (id, code, _) = d.create_and_receive(reg("+85366123003")).await;
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let path = format!("/v1/verifications/{id}/check");
+        for c in [wrong, code.as_str()] {
+            let (s, body, _) = d.post(TOKEN_C, &path, json!({"code": c})).await;
+            assert_eq!((s, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
+        }
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/verifications/{id}")).await;
+        assert_eq!((&v["status"], &v["attempts_remaining"]), (&json!("pending"), &json!(5)), "{v}");
+        let (s, _, _) = d.post(TOKEN_A, &path, json!({"code": code})).await;
+        assert_eq!(s, 200);
+        d.stop().await;
+    }
+
+    async fn full_width_digits_are_the_digits_they_show(b: Backend) {
+        let d = TestDaemon::start(b).await;
+        let (id, code, _) = d.create_and_receive(reg("+85366123004")).await;
+        let full_width: String = code
+            .chars()
+            .map(|c| char::from_u32(0xFF10 + c.to_digit(10).unwrap()).unwrap())
+            .collect();
+        assert_ne!(full_width, code);
+        let (s, body, _) = d.post(TOKEN_A, &format!("/v1/verifications/{id}/check"), json!({"code": full_width})).await;
+        assert_eq!((s, &body["status"]), (200, &json!("approved")), "{body}");
+        d.stop().await;
+    }
+
+    async fn unroutable_numbers_are_refused_before_anything_is_queued(b: Backend) {
+        // The one SMSC takes +853 only: a Hong Kong number (an allowed country) has no route.
+        let d = TestDaemon::start_with(b, start_sim().await, "routes = [\"+853\"]\n", |_| {}).await;
+        let mut rx = d.sim.subscribe();
+        let (s, body, _) = d.post(TOKEN_A, "/v1/verifications", reg("+85261234567")).await;
+        assert_eq!((s, &body["error"]["code"]), (422, &json!("country_not_allowed")), "{body}");
+        let (s, body, _) = d.post(TOKEN_A, "/v1/messages", json!({"to": "+85261234567", "text": "hi"})).await;
+        assert_eq!((s, &body["error"]["code"]), (422, &json!("country_not_allowed")), "{body}");
+        if b == Backend::Redis {
+            // Before the fix these waited in the default route's streams, which no SMSC reads.
+            let keys = otpgate::store::keys::Keys::new(&d.config.store.key_prefix);
+            let client = redis::Client::open(redis_url()).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            for p in otpgate::outbox::Priority::ALL {
+                let n: usize = redis::cmd("XLEN").arg(keys.outbox_stream("", p)).query_async(&mut c).await.unwrap();
+                assert_eq!(n, 0, "nothing queued on the default route ({p:?})");
+            }
+        }
+        let (s, _, _) = d.post(TOKEN_A, "/v1/verifications", reg("+85366123005")).await;
+        assert_eq!(s, 201);
+        assert_eq!(next_message(&mut rx).await.destination_addr, "85366123005");
         d.stop().await;
     }
 

@@ -1,0 +1,74 @@
+//! Every Redis key of the daemon, spelled here and nowhere else. All keys start with
+//! `store.key_prefix`.
+//!
+//! | key | type | what | written by |
+//! |---|---|---|---|
+//! | `v:{tag}:ver_…` | hash | a verification | `create.lua`, `check.lua`, `resend.lua` |
+//! | `s:{tag}:<hex>` | string | the subject index: latest verification id of (client, purpose, account or phone), a keyed hash so no key names a number | `create.lua` |
+//! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, a `HSET` pipeline |
+//! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
+//! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
+//! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
+//! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
+//!
+//! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
+//! share a Redis Cluster slot; the outbox keys share the slot `{ob}`.
+
+use crate::ids;
+use crate::outbox::Priority;
+
+/// Builds the keys of one daemon (one prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// A verification's hash; `None` for a malformed id.
+    pub fn verification(&self, id: &str) -> Option<String> {
+        ids::parse("ver", id).map(|tag| format!("{}{id}", self.verification_prefix(tag)))
+    }
+
+    /// What precedes the id in the verification keys of slot `tag` (the create script finds
+    /// the subject's previous verification with it).
+    pub fn verification_prefix(&self, tag: &str) -> String {
+        format!("{}v:{{{tag}}}:", self.prefix)
+    }
+
+    /// The subject index of `subject` (hex) in slot `tag`.
+    pub fn subject(&self, tag: &str, subject: &str) -> String {
+        format!("{}s:{{{tag}}}:{subject}", self.prefix)
+    }
+
+    /// A message's hash; `None` for a malformed id.
+    pub fn message(&self, id: &str) -> Option<String> {
+        ids::parse("msg", id).map(|tag| format!("{}m:{{{tag}}}:{id}", self.prefix))
+    }
+
+    /// The correlation of an SMSC's message id (one SMSC's keys share its slot).
+    pub fn correlation(&self, smsc: &str, form: &str) -> String {
+        format!("{}c:{{smsc-{smsc}}}:{form}", self.prefix)
+    }
+
+    /// A receipt kept until its correlation is known.
+    pub fn orphan_receipt(&self, smsc: &str, form: &str) -> String {
+        format!("{}o:{{smsc-{smsc}}}:{form}", self.prefix)
+    }
+
+    /// The outbox stream of a route (`""`: the default route) and priority.
+    pub fn outbox_stream(&self, route: &str, priority: Priority) -> String {
+        let route = if route.is_empty() { "default" } else { route };
+        format!("{}ob:{{ob}}:{route}:{}", self.prefix, priority.as_str())
+    }
+
+    /// The outbox's delayed retries.
+    pub fn outbox_delay(&self) -> String {
+        format!("{}ob:{{ob}}:delay", self.prefix)
+    }
+}

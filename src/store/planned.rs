@@ -1,0 +1,238 @@
+//! Storage traits of the aggregates still to come, declared now so that each feature lands as
+//! an implementation of a known shape (a memory and a Redis adapter, the same tests) rather
+//! than as edits across the store. Nothing implements them yet and nothing holds them:
+//! each joins [`super::Stores`] with the issue that implements it.
+//!
+//! The atomicity model stays that of the implemented traits: one operation per state change,
+//! deciding its outcome (one Lua script on the one Redis endpoint, one locked entry in memory);
+//! an operation may touch several aggregates of one request (a verification and the account's
+//! phones, an event, limit counters) when the contract needs them to change together.
+
+use super::{BoxFuture, CheckOutcome, Error, MessageRecord, ResendOutcome, Verification};
+use crate::otp::challenge::Challenge;
+use crate::phone::Phone;
+
+/// One phone of an account (contract §3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPhone {
+    /// `ph_…`.
+    pub id: String,
+    pub phone: Phone,
+    pub primary: bool,
+    /// 1: confirmed by a code; 2: carrier-verified.
+    pub level: u8,
+    pub added_at_ms: i64,
+}
+
+/// What creating a login verification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCreated {
+    /// Stored, with its first SMS record; the subject's pending one was canceled.
+    Created,
+    /// The phone is not one of the account's: nothing was stored.
+    PhoneNotRegistered,
+}
+
+/// Account phones (contract §3.2).
+pub trait PhoneStore: Send + Sync {
+    /// Binds the phone of an approved `registration` verification (spending it) to `account`.
+    fn add<'a>(
+        &'a self,
+        client: &'a str,
+        account: &'a str,
+        verification_id: &'a str,
+        phone: &'a AccountPhone,
+    ) -> BoxFuture<'a, Result<Option<AccountPhone>, Error>>;
+
+    fn list<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Vec<AccountPhone>, Error>>;
+
+    /// Removes a phone; `false` when the account has no such phone.
+    fn remove<'a>(
+        &'a self,
+        account: &'a str,
+        phone_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Creates a `login` verification only if its phone is one of the account's, in the same
+    /// atomic operation that checks the membership (so a phone removed concurrently is never
+    /// sent a code). Until this is implemented, `otp` refuses every login that names a phone.
+    fn create_login_verification<'a>(
+        &'a self,
+        account: &'a str,
+        v: &'a Verification,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<LoginCreated, Error>>;
+}
+
+/// One entry of an account's history (contract §3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEvent {
+    pub at_ms: i64,
+    /// `verification_sent`, `phone_added`, … (contract §3.2).
+    pub kind: String,
+    pub purpose: Option<String>,
+    pub phone_masked: Option<String>,
+    pub ip: Option<String>,
+    pub client: String,
+}
+
+/// Account events, newest first, bounded per account.
+pub trait EventStore: Send + Sync {
+    fn append<'a>(
+        &'a self,
+        account: &'a str,
+        event: &'a AccountEvent,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    fn recent<'a>(
+        &'a self,
+        account: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<AccountEvent>, Error>>;
+}
+
+/// A lost-phone number change (contract §3.3): a code challenge to the new phone, then the
+/// carrier check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneChange {
+    /// `pc_…`.
+    pub id: String,
+    pub client: String,
+    pub account_id: String,
+    pub new_phone: Phone,
+    /// `code_sent`, `code_verified`, `completed`, `refused`.
+    pub state: String,
+    pub challenge: Challenge,
+    pub digits: u8,
+    pub message_id: String,
+    pub key_id: String,
+}
+
+/// Phone changes; their code rules are [`crate::otp::challenge`]'s.
+pub trait PhoneChangeStore: Send + Sync {
+    fn create<'a>(
+        &'a self,
+        pc: &'a PhoneChange,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    fn get<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PhoneChange>, Error>>;
+
+    /// A check of the code ([`crate::otp::challenge::check`]); on a right one the state becomes
+    /// `code_verified`.
+    fn check<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+        correct: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<CheckOutcome, Error>>;
+
+    fn resend<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+        now_ms: i64,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<ResendOutcome, Error>>;
+
+    /// Completes (the new phone replaces the primary, in the same operation) or refuses a
+    /// change in `code_verified`; `false` when it was not in that state.
+    fn settle<'a>(
+        &'a self,
+        client: &'a str,
+        id: &'a str,
+        completed: bool,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+}
+
+/// An activation code of an entity account (contract §3.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    /// `act_…`.
+    pub id: String,
+    pub client: String,
+    pub account_id: String,
+    pub application_number: String,
+    pub entity_number: Option<String>,
+    pub phone: Phone,
+    pub challenge: Challenge,
+    pub message_id: String,
+    pub key_id: String,
+}
+
+/// Activations, found by application number when redeemed.
+pub trait ActivationStore: Send + Sync {
+    /// Stores it and cancels the account's pending one.
+    fn issue<'a>(
+        &'a self,
+        a: &'a Activation,
+        msg: &'a MessageRecord,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// A redeem attempt for an application number, counted against that number's attempts.
+    fn redeem<'a>(
+        &'a self,
+        application_number: &'a str,
+        correct_for: Option<&'a str>,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(CheckOutcome, Option<Activation>), Error>>;
+
+    fn by_application<'a>(
+        &'a self,
+        application_number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Activation>, Error>>;
+}
+
+/// One account's TOTP enrolment (contract §3.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpEnrolment {
+    /// The secret, encrypted with the server key (never stored in the clear).
+    pub sealed_secret: Vec<u8>,
+    pub key_id: String,
+    pub active: bool,
+    /// The last time step accepted (a step is used once).
+    pub last_step: u64,
+    pub failures_in_row: u32,
+    pub locked_until_ms: i64,
+}
+
+/// TOTP enrolments.
+pub trait TotpStore: Send + Sync {
+    fn put<'a>(
+        &'a self,
+        account: &'a str,
+        e: &'a TotpEnrolment,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    fn get<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Option<TotpEnrolment>, Error>>;
+
+    /// Records a check atomically: `matched_step` is the time step the code matched, if any;
+    /// a step at or before `last_step` is refused as reused.
+    fn record_check<'a>(
+        &'a self,
+        account: &'a str,
+        matched_step: Option<u64>,
+        max_attempts: u32,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<CheckOutcome, Error>>;
+
+    fn delete<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
+}
+
+/// Fixed-window counters for `[limits]`.
+pub trait LimitStore: Send + Sync {
+    /// Adds one to each `(key, limit, window_ms)` counter unless one of them is at its limit;
+    /// all or none, atomically. `Ok(None)` when counted, else the milliseconds until the first
+    /// full counter's window ends.
+    fn hit<'a>(
+        &'a self,
+        counters: &'a [(String, u32, i64)],
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>, Error>>;
+}
