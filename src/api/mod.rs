@@ -2,6 +2,7 @@
 //! One file per resource, each exporting `router()`.
 
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod ops;
 pub mod serve;
@@ -167,6 +168,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// An account id as the platform gives it: 1 to 128 characters, no control characters.
+pub(crate) fn check_account_id(a: &str) -> Result<(), ApiError> {
+    if a.is_empty() || a.len() > 128 || a.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            Some("account_id"),
+            "must be 1..=128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
 /// (RFC 7235 §2.1) and may be followed by any run of spaces.
 fn bearer_token(header: &str) -> Option<&str> {
@@ -234,6 +246,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(verifications::router())
         .merge(messages::router())
+        .merge(events::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

@@ -116,6 +116,9 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 /// The OpenAPI 3.1 description of every route.
+/// Each resource module adds its own `Doc` here.
 pub async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::events::Doc::openapi());
+    axum::Json(doc)
 }

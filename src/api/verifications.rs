@@ -87,15 +87,10 @@ fn view(v: &Verification, msg: Option<&MessageRecord>, now_ms: i64) -> Verificat
 }
 
 fn check_account_id(a: &Option<String>) -> Result<(), ApiError> {
-    if let Some(a) = a
-        && (a.is_empty() || a.len() > 128 || a.chars().any(char::is_control))
-    {
-        return Err(ApiError::invalid(
-            Some("account_id"),
-            "must be 1..=128 characters without control characters",
-        ));
+    match a {
+        Some(a) => super::check_account_id(a),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Start a verification: a code SMS goes to the phone.

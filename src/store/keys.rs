@@ -9,6 +9,7 @@
 //! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
+//! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -65,6 +66,13 @@ impl Keys {
     pub fn outbox_stream(&self, route: &str, priority: Priority) -> String {
         let route = if route.is_empty() { "default" } else { route };
         format!("{}ob:{{ob}}:{route}:{}", self.prefix, priority.as_str())
+    }
+
+    /// An account's history (the account id hashed, so no key names an account).
+    pub fn account_events(&self, account: &str) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(account.as_bytes());
+        format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
     }
 
     /// The outbox's delayed retries.

@@ -15,6 +15,8 @@ use super::{
 };
 use crate::otp::challenge;
 
+pub mod events;
+
 const SHARDS: usize = 32;
 
 /// Sharded maps keep lock contention low with many concurrent requests.
@@ -69,6 +71,8 @@ pub struct MemoryStore {
     correlations: Sharded<(String, u32, i64)>,
     /// (SMSC, SMSC id) → (receipt stat, expiry), for receipts that came first.
     orphans: Sharded<(String, i64)>,
+    /// Account histories; operations that record an event lock them after their own entry.
+    pub(crate) events: events::MemoryEvents,
 }
 
 /// A message with its receipt bookkeeping.
@@ -109,6 +113,7 @@ impl MemoryStore {
             messages: Sharded::new(),
             correlations: Sharded::new(),
             orphans: Sharded::new(),
+            events: events::MemoryEvents::default(),
         }
     }
 
@@ -120,6 +125,10 @@ impl MemoryStore {
             + self.messages.retain(|m| m.expires_at_ms > cutoff)
             + self.correlations.retain(|(_, _, exp)| *exp > now_ms)
             + self.orphans.retain(|(_, exp)| *exp > now_ms)
+            + {
+                self.events.sweep(now_ms);
+                0
+            }
     }
 
     /// Verifications held (any status).
@@ -416,5 +425,26 @@ pub(crate) fn apply_message_update(r: &mut MessageRecord, u: &MessageUpdate) {
     }
     if u.error.is_some() {
         r.error = u.error.clone();
+    }
+}
+
+impl super::EventStore for MemoryStore {
+    fn append<'a>(
+        &'a self,
+        account: &'a str,
+        event: &'a super::AccountEvent,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.events.lock().push(account, event.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn recent<'a>(
+        &'a self,
+        account: &'a str,
+        limit: usize,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<super::AccountEvent>, Error>> {
+        let out = self.events.recent(account, limit, now_ms);
+        Box::pin(async move { Ok(out) })
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod events;
 pub mod keys;
 pub mod memory;
 pub mod messages;
@@ -30,6 +31,7 @@ pub mod verifications;
 use std::sync::Arc;
 
 pub use crate::otp::challenge::CheckOutcome;
+pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
@@ -84,6 +86,7 @@ pub trait Health: Send + Sync {
 pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub messages: Arc<dyn MessageStore>,
+    pub events: Arc<dyn EventStore>,
     health: Arc<dyn Health>,
 }
 
@@ -93,6 +96,7 @@ impl Stores {
         Stores {
             verifications: m.clone(),
             messages: m.clone(),
+            events: m.clone(),
             health: m,
         }
     }
@@ -103,6 +107,7 @@ impl Stores {
         Stores {
             verifications: r.clone(),
             messages: r.clone(),
+            events: r.clone(),
             health: r,
         }
     }

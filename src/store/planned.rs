@@ -64,33 +64,6 @@ pub trait PhoneStore: Send + Sync {
     ) -> BoxFuture<'a, Result<LoginCreated, Error>>;
 }
 
-/// One entry of an account's history (contract §3.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountEvent {
-    pub at_ms: i64,
-    /// `verification_sent`, `phone_added`, … (contract §3.2).
-    pub kind: String,
-    pub purpose: Option<String>,
-    pub phone_masked: Option<String>,
-    pub ip: Option<String>,
-    pub client: String,
-}
-
-/// Account events, newest first, bounded per account.
-pub trait EventStore: Send + Sync {
-    fn append<'a>(
-        &'a self,
-        account: &'a str,
-        event: &'a AccountEvent,
-    ) -> BoxFuture<'a, Result<(), Error>>;
-
-    fn recent<'a>(
-        &'a self,
-        account: &'a str,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<AccountEvent>, Error>>;
-}
-
 /// A lost-phone number change (contract §3.3): a code challenge to the new phone, then the
 /// carrier check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,7 @@ struct Scripts {
     correlate: Script,
     match_receipt: Script,
     record_part: Script,
+    append_event: Script,
 }
 
 impl RedisStore {
@@ -61,6 +62,7 @@ impl RedisStore {
                 correlate: Script::new(include_str!("lua/correlate.lua")),
                 match_receipt: Script::new(include_str!("lua/match_receipt.lua")),
                 record_part: Script::new(include_str!("lua/record_part.lua")),
+                append_event: with_events(include_str!("lua/append_event.lua")),
             }),
         })
     }
@@ -557,6 +559,53 @@ impl MessageStore for RedisStore {
         part: &'a PartReceipt,
     ) -> BoxFuture<'a, Result<PartOutcome, Error>> {
         Box::pin(self.apply_part(message_id, part))
+    }
+}
+
+/// A script that records events: `lua/events.lua`'s helper prepended.
+pub(crate) fn with_events(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("lua/events.lua")))
+}
+
+impl super::EventStore for RedisStore {
+    fn append<'a>(
+        &'a self,
+        account: &'a str,
+        event: &'a super::AccountEvent,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut inv = self.scripts.append_event.prepare_invoke();
+            inv.key(self.keys.account_events(account))
+                .arg(event.encode())
+                .arg(super::events::MAX_EVENTS)
+                .arg(super::events::RETENTION_MS);
+            let _: i64 = self.run(&mut inv).await?;
+            Ok(())
+        })
+    }
+
+    fn recent<'a>(
+        &'a self,
+        account: &'a str,
+        limit: usize,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<super::AccountEvent>, Error>> {
+        Box::pin(async move {
+            let n = limit.clamp(1, super::events::MAX_READ) as isize;
+            let raw: Vec<String> = self
+                .query(
+                    redis::cmd("LRANGE")
+                        .arg(self.keys.account_events(account))
+                        .arg(0)
+                        .arg(n - 1),
+                )
+                .await?;
+            Ok(raw
+                .iter()
+                .filter_map(|s| super::AccountEvent::decode(s))
+                .take_while(|e| e.at_ms > now_ms - super::events::RETENTION_MS)
+                .collect())
+        })
     }
 }
 

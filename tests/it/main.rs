@@ -10,6 +10,7 @@ mod challenge;
 mod daemon;
 mod durability;
 mod edges;
+mod events;
 mod limits;
 mod messages;
 mod ops;
