@@ -223,10 +223,29 @@ fn check_retired_keys(s: &SecurityConfig, issues: &mut Issues) {
             );
         }
     }
-    if s.retired_secret_keys_file.is_some()
-        && let Err(e) = s.retired_key_bytes()
-    {
-        issues.errors.push(e);
+    match s.retired_key_bytes() {
+        // A bad inline key was named above; the file's problems are named here.
+        Err(e) if e.path == "security.retired_secret_keys_file" => issues.errors.push(e),
+        Err(_) => {}
+        Ok(retired) => {
+            // Each key once: a key both current and retired, or retired twice, is a mistake
+            // that key ids cannot tell apart.
+            let current = s
+                .secret_key
+                .as_ref()
+                .and_then(|k| parse_secret_hex(k.expose()));
+            let mut seen: Vec<[u8; 32]> = current.into_iter().collect();
+            for k in retired {
+                if seen.contains(&k) {
+                    issues.error(
+                        "security.retired_secret_keys",
+                        "lists a key twice, or the current secret_key",
+                    );
+                    break;
+                }
+                seen.push(k);
+            }
+        }
     }
 }
 
@@ -306,6 +325,11 @@ impl Config {
         let mut issues = Issues::default();
         if self.server.max_body_bytes < 256 {
             issues.error("server.max_body_bytes", "must be at least 256");
+        }
+        if self.server.shutdown_grace > Duration::from_secs(60) {
+            // The systemd unit's TimeoutStopSec (90 s) covers 10 s of HTTP drain, this, and
+            // the final flush.
+            issues.error("server.shutdown_grace", "must be 0s..=60s");
         }
         self.check_security(&mut issues);
         self.store.validate("store", &mut issues);
@@ -420,6 +444,19 @@ impl Config {
                 path,
                 format!(
                     "is published in the otpgate repository, {why}; make one with `openssl rand -hex 32`"
+                ),
+            );
+        }
+        // A published key kept as retired still lets anyone compute what was made under it.
+        if let Ok(retired) = self.security.retired_key_bytes()
+            && retired
+                .iter()
+                .any(|k| published::is_published(&hex::encode(k)))
+        {
+            issues.error(
+                "security.retired_secret_keys",
+                format!(
+                    "holds a key published in the otpgate repository, {why}; drop it (what was made under it stops working)"
                 ),
             );
         }

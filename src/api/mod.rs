@@ -127,15 +127,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::invalid(None, "could not read the request body")
-                }
-            })?;
+        // The whole body within the slow-client time (the body-timeout layer only bounds the
+        // gap between two chunks).
+        let bytes = tokio::time::timeout(
+            serve::HEADER_TIMEOUT,
+            axum::body::Bytes::from_request(req, state),
+        )
+        .await
+        .map_err(|_| ApiError::invalid(None, "the request body did not arrive in time"))?
+        .map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::invalid(None, "could not read the request body")
+            }
+        })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

@@ -2,17 +2,23 @@
 //!
 //! `axum::serve` runs hyper without a timer, so hyper's header timeout is off and a client that
 //! sends half a request head holds its connection for ever (slowloris). Here every connection
-//! gets [`HEADER_TIMEOUT`] to send a complete request head (contract §6 "Slow clients"), the
-//! number of open connections is bounded (past it, connections wait in the kernel's backlog),
-//! and on shutdown in-flight requests get at most the drain cap before their connections are
-//! cut, so one slow client cannot hold the SMS drain that follows.
+//! gets [`HEADER_TIMEOUT`] to send a complete request head, counted from the moment it is
+//! accepted (a silent connection is closed too) and again after each response on a kept-alive
+//! one (contract §6 "Slow clients"); the body has the same time as a whole (the `Json`
+//! extractor). The number of open connections is bounded (past it, connections wait in the
+//! kernel's backlog), and on shutdown in-flight requests get at most the drain cap before their
+//! connections are cut, so one slow client cannot hold the SMS drain that follows.
+//!
+//! HTTP/1.1 only: the account platform's backend speaks it, and hyper-util's protocol sniffing
+//! (HTTP/1 or HTTP/2) reads its first bytes with no timer at all, which is the slowloris hole
+//! this module exists to close.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -54,12 +60,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     limits: HttpLimits,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut conns = JoinSet::new();
@@ -89,12 +93,8 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app.clone()),
-            )
-            .into_owned();
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         conns.spawn(async move {
             let _ = conn.await;

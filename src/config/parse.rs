@@ -137,6 +137,9 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Parsed<T>, Syntax> {
             message = format!("unknown key (expected {expected})");
         }
         let (path, index_in_file) = original_path(&steps, &removed);
+        if is_secret_path(&path) {
+            message = redacted(&message);
+        }
         issues.push(ConfigIssue {
             path: if path.is_empty() {
                 "(top level)".into()
@@ -311,5 +314,43 @@ mod tests {
         let e = parse::<Outer>("name = \"a\"\n[a]\nn = = 2\n").unwrap_err();
         assert_eq!(e.line, 3, "{e:?}");
         assert!(e.column >= 4, "{e:?}");
+    }
+}
+
+/// Keys whose values are secrets: their errors never repeat the value (check-config's output
+/// reaches the journal through `ExecStartPre`).
+fn is_secret_path(path: &str) -> bool {
+    path.starts_with("security.")
+        || path.contains("password")
+        || path.contains("secret")
+        || path.starts_with("store.redis_url")
+        || path.starts_with("store.redis_cluster")
+}
+
+/// A serde message without the value it quotes: `invalid type: string "…", expected a
+/// sequence` becomes `invalid type (value not shown), expected a sequence`.
+fn redacted(message: &str) -> String {
+    let kind = message.split(':').next().unwrap_or("invalid value");
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("{kind} (value not shown), expected {expected}"),
+        None => format!("{kind} (value not shown)"),
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_are_not_repeated() {
+        let key = "ab".repeat(32);
+        let m = format!("invalid type: string \"{key}\", expected a sequence");
+        assert!(is_secret_path("security.retired_secret_keys"));
+        assert!(is_secret_path("smpp.smsc[0].password"));
+        assert!(is_secret_path("subscriber.camara.client_secret"));
+        assert!(!is_secret_path("otp.ttl"));
+        let r = redacted(&m);
+        assert!(!r.contains(&key), "{r}");
+        assert_eq!(r, "invalid type (value not shown), expected a sequence");
     }
 }

@@ -138,6 +138,23 @@ impl OtpConfig {
             let at = format!("{at}.purposes.{p}");
             check(&at, o.digits, o.ttl, o.max_attempts, o.max_sends, issues);
         }
+        // The cooldown against the lifetime it applies to (its own, or the default one).
+        let cooldowns = std::iter::once((at.to_owned(), *d, d.resend_cooldown)).chain(
+            self.purposes.iter().filter_map(|(p, o)| {
+                o.resend_cooldown
+                    .map(|c| (format!("{at}.purposes.{p}"), self.policy(*p), c))
+            }),
+        );
+        for (at, policy, cooldown) in cooldowns {
+            if cooldown > MAX_TTL {
+                issues.error(format!("{at}.resend_cooldown"), "must be 0s..=24h");
+            } else if cooldown >= policy.ttl && policy.max_sends > 1 {
+                issues.warn(
+                    format!("{at}.resend_cooldown"),
+                    "is not shorter than the ttl: no resend can ever be sent",
+                );
+            }
+        }
     }
 
     /// Lifetimes short enough to surprise a person (allowed: test environments use them).

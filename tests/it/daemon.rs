@@ -594,7 +594,7 @@ async fn probe_bind(addr: &str, password: &str) -> bool {
 
 /// The watchdog hook of `run`: pings while Redis answers, none while it does not, again after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchdog_pings_stop_while_the_store_is_down() {
+async fn watchdog_pings_go_on_while_the_store_is_down() {
     require_redis().await;
     let proxy = Proxy::start(redis_addr()).await;
     let sim = start_sim().await;
@@ -643,10 +643,21 @@ async fn watchdog_pings_stop_while_the_store_is_down() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     while pings.try_recv().is_ok() {}
-    // Five watchdog periods with the store down: not one ping.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(pings.try_recv().is_err(), "no ping while the store is down");
-
+    // The daemon rides out a store outage (503, receipts refused for a resend, the outbox in
+    // Redis): a restart by systemd would not help, so the pings go on.
+    next_ping(&mut pings).await;
+    next_ping(&mut pings).await;
+    let (s, _) = {
+        let r = http
+            .post(format!("{base}/v1/messages"))
+            .bearer_auth(TOKEN_A)
+            .json(&serde_json::json!({"to": "+85366100999", "text": "x"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 503, "the store is really down");
     proxy.up();
     next_ping(&mut pings).await;
     let _ = stop_tx.send(());

@@ -53,6 +53,63 @@ async fn a_half_sent_request_head_is_closed_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_and_an_http2_preface_are_closed_within_the_timeout() {
+    let d = TestDaemon::start(Backend::Memory).await;
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    let mut preface = TcpStream::connect(&addr).await.expect("connect");
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    let (a, b) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(20)),
+        closed_within(&mut preface, Duration::from_secs(20))
+    );
+    assert!(a.is_some(), "a connection that sends nothing is held open");
+    assert!(
+        b.is_some(),
+        "a connection that sends part of an HTTP/2 preface is held open"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_within_the_timeout() {
+    let d = TestDaemon::start(Backend::Memory).await;
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    // One byte every 2 s: each gap is under the per-chunk timeout, the whole is not.
+    let started = Instant::now();
+    let mut answered = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(25) {
+        let _ = s.write_all(b" ").await;
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answered.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "a body trickled one byte every 2 s was still being read after 25 s"
+    );
+    let text = String::from_utf8_lossy(&answered).to_string();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_do_not_create_metric_series() {
     let d = TestDaemon::start(Backend::Memory).await;
     for m in ["FOO1", "FOO2", "BREW"] {
