@@ -79,7 +79,7 @@ async fn smpp(n: usize) {
         std::slice::from_ref(&status),
     ));
     let outbox = Outbox::Memory(Arc::new(MemoryOutbox::new(n + 10)));
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ev_tx, mut ev_rx) = otpgate::smpp::EventSink::channel(n + 10);
     let stop = tokio_util::sync::CancellationToken::new();
     let ctx = BindContext {
         config: Arc::new(smsc),
@@ -94,6 +94,7 @@ async fn smpp(n: usize) {
         }),
         limiter: None,
         events: ev_tx,
+        clock: otpgate::clock::Clock::system(),
         shutdown: stop.clone(),
         shutdown_grace: Duration::from_secs(1),
     };
@@ -130,7 +131,10 @@ async fn smpp(n: usize) {
                     all_submitted = started.elapsed();
                 }
             }
-            Some(DeliveryEvent::Receipt { .. }) => receipts += 1,
+            Some(DeliveryEvent::Receipt { ack, .. }) => {
+                ack.answer(0).await;
+                receipts += 1;
+            }
             Some(_) => {}
             None => break,
         }

@@ -3,8 +3,10 @@
 //! It accepts binds (any credentials unless some are set), answers every submit_sm with a
 //! unique message id, reassembles concatenated messages (UDH, SAR TLVs, message_payload),
 //! decodes their text, reports each message (to stdout as one JSON line, and to in-process
-//! subscribers), and sends a delivery receipt per part when one was requested. Tests drive
-//! faults through [`SimHandle`]: raw bytes to the ESMEs, error statuses, dropped connections.
+//! subscribers), and sends a delivery receipt per part when one was requested — again, after
+//! [`RECEIPT_RETRY_DELAY`], when the ESME answers it with an error status, as a real SMSC does.
+//! Tests drive faults through [`SimHandle`]: raw bytes to the ESMEs, error statuses, dropped
+//! connections, receipts as data_sm.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,13 @@ use crate::sms::encoding;
 
 /// How many received messages `SimHandle::received` keeps.
 const KEEP_RECEIVED: usize = 10_000;
+
+/// How long before a receipt the ESME refused (non-zero response status) is sent again.
+pub const RECEIPT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+/// How often one receipt is sent again before the simulator gives up on it.
+const RECEIPT_TRIES: u32 = 200;
+/// Receipts awaiting their response, at most (beyond, new ones are not tracked for re-sending).
+const TRACK_RECEIPTS: usize = 100_000;
 
 /// Simulator settings.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +91,10 @@ struct Shared {
     generic_nacks: AtomicU64,
     binds: AtomicU64,
     submits: AtomicU64,
+    /// Receipts sent and not answered yet: sequence number → (PDU, tries so far).
+    receipts_out: Mutex<HashMap<u32, (Pdu, u32)>>,
+    receipts_refused: AtomicU64,
+    receipts_resent: AtomicU64,
     /// Cancelled by `shutdown`: the accept loop and every connection watch it.
     stop: CancellationToken,
     /// Cancelled once the accept loop has ended and the listener is closed.
@@ -122,6 +135,16 @@ impl SimHandle {
     /// submit_sm PDUs received.
     pub fn submits(&self) -> u64 {
         self.inner.submits.load(Ordering::Relaxed)
+    }
+
+    /// Receipts the ESMEs answered with a non-zero status (e.g. ESME_RX_T_APPN).
+    pub fn receipts_refused(&self) -> u64 {
+        self.inner.receipts_refused.load(Ordering::Relaxed)
+    }
+
+    /// Receipts sent again after such an answer.
+    pub fn receipts_resent(&self) -> u64 {
+        self.inner.receipts_resent.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
@@ -225,6 +248,8 @@ pub struct Behavior {
     pub stat_for: HashMap<String, String>,
     /// Leave the receipted_message_id / message_state TLVs out: only the receipt text.
     pub receipt_text_only: bool,
+    /// Send receipts as data_sm (the text in message_payload) instead of deliver_sm.
+    pub receipt_as_data_sm: bool,
 }
 
 impl Shared {
@@ -235,6 +260,66 @@ impl Shared {
     fn next_seq(&self) -> u32 {
         let s = self.receipt_seq.fetch_add(1, Ordering::Relaxed);
         (s % 0x7FFF_FFF0) + 1
+    }
+
+    /// Remembers a receipt until the ESME answers it.
+    fn track_receipt(&self, seq: u32, pdu: Pdu, tries: u32) {
+        if let Ok(mut out) = self.receipts_out.lock()
+            && out.len() < TRACK_RECEIPTS
+        {
+            out.insert(seq, (pdu, tries));
+        }
+    }
+
+    /// The ESME answered receipt `seq` with `status`: a refused one goes again after a while,
+    /// on `conn` (or another connection when that one is gone).
+    fn receipt_answered(
+        self: &Arc<Self>,
+        seq: u32,
+        status: u32,
+        conn_id: u64,
+        conn: mpsc::Sender<BytesMut>,
+    ) {
+        let Some((pdu, tries)) = self
+            .receipts_out
+            .lock()
+            .ok()
+            .and_then(|mut o| o.remove(&seq))
+        else {
+            return;
+        };
+        if status == 0 {
+            return;
+        }
+        self.receipts_refused.fetch_add(1, Ordering::Relaxed);
+        if tries >= RECEIPT_TRIES {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shared.stop.cancelled() => return,
+                _ = tokio::time::sleep(RECEIPT_RETRY_DELAY) => {}
+            }
+            let tx = if conn.is_closed() {
+                match shared.other_conn(conn_id) {
+                    Some(tx) => tx,
+                    None => return,
+                }
+            } else {
+                conn
+            };
+            let rseq = shared.next_seq();
+            shared.track_receipt(rseq, pdu.clone(), tries + 1);
+            shared.receipts_resent.fetch_add(1, Ordering::Relaxed);
+            let _ = tx
+                .send(pdu::encode(&Command::new(
+                    CommandStatus::EsmeRok,
+                    rseq,
+                    pdu,
+                )))
+                .await;
+        });
     }
 
     /// Another open connection than `conn_id`, to send a receipt on.
@@ -265,6 +350,9 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         generic_nacks: AtomicU64::new(0),
         binds: AtomicU64::new(0),
         submits: AtomicU64::new(0),
+        receipts_out: Mutex::new(HashMap::new()),
+        receipts_refused: AtomicU64::new(0),
+        receipts_resent: AtomicU64::new(0),
         stop: CancellationToken::new(),
         closed: CancellationToken::new(),
         kill_conns: Mutex::new(CancellationToken::new()),
@@ -436,6 +524,15 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                     let receipt = (registered & 0x03 != 0).then(|| {
                         let date = sim_date();
                         let stat = b.stat_for.get(&to).map_or("DELIVRD", String::as_str);
+                        if b.receipt_as_data_sm {
+                            return Pdu::DataSm(pdu::receipt_data_sm(
+                                &b.receipt_id_format.write(n),
+                                stat,
+                                &from,
+                                &to,
+                                &date,
+                            ));
+                        }
                         let mut dsm = pdu::receipt_deliver_sm(
                             &b.receipt_id_format.write(n),
                             stat,
@@ -446,7 +543,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             !b.receipt_text_only,
                         );
                         dsm.esm_class = rusmpp::values::EsmClass::from(0x04);
-                        dsm
+                        Pdu::DeliverSm(dsm)
                     });
                     let resp = SubmitSmResp::builder()
                         .message_id(COctetString::from_str_checked(&id))
@@ -457,10 +554,10 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                     }
                     match receipt {
                         None => pdu::encode_into(&resp, &mut out),
-                        Some(dsm) => {
+                        Some(rpdu) => {
                             let rseq = shared.next_seq();
-                            let dcmd =
-                                Command::new(CommandStatus::EsmeRok, rseq, Pdu::DeliverSm(dsm));
+                            shared.track_receipt(rseq, rpdu.clone(), 0);
+                            let dcmd = Command::new(CommandStatus::EsmeRok, rseq, rpdu);
                             let other = if b.receipt_on_other_bind {
                                 shared.other_conn(conn_id)
                             } else {
@@ -504,6 +601,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 }
                 Some(Pdu::GenericNack) => {
                     shared.generic_nacks.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Pdu::DeliverSmResp(_)) | Some(Pdu::DataSmResp(_)) => {
+                    shared.receipt_answered(s, u32::from(cmd.status()), conn_id, tx.clone());
                 }
                 _ => {
                     let id = u32::from(cmd.id());

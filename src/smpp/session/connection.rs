@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rusmpp::pdus::{BindTransceiver, DeliverSmResp};
+use rusmpp::pdus::{BindTransceiver, DataSmResp, DeliverSmResp};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
@@ -13,19 +13,22 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::window::{Settle, Window};
-use super::{BindContext, Error, Sequence, lossy};
-use crate::clock::system_now_ms;
+use super::{BindContext, Error, Sequence, lossy, panic_requested};
 use crate::outbox::Consumer;
 use crate::smpp::pdu::{self, Frame};
-use crate::smpp::{DeliveryEvent, status_name};
+use crate::smpp::{DeliveryEvent, ReceiptAck, status_name};
 
 /// A bound connection, handed from [`connect_and_bind`] to the session.
 pub(super) struct Connection {
-    pub(super) reader: OwnedReadHalf,
-    pub(super) buf: BytesMut,
+    reader: OwnedReadHalf,
+    buf: BytesMut,
     pub(super) writer: mpsc::Sender<BytesMut>,
+    /// Ends the writer task (and so the socket) when the connection is dropped, even when the
+    /// peer stopped reading and a write is stuck.
+    writer_stop: DropGuard,
     pub(super) seq_next: u32,
 }
 
@@ -36,7 +39,9 @@ pub(super) async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Er
         .map_err(|_| Error::Timeout(timeout))??;
     stream.set_nodelay(true)?;
     let (mut reader, write_half) = stream.into_split();
-    let writer = spawn_writer(write_half);
+    let stop = CancellationToken::new();
+    let writer = spawn_writer(write_half, stop.clone());
+    let writer_stop = stop.drop_guard();
 
     let c = &ctx.config;
     let bind = BindTransceiver::builder()
@@ -69,6 +74,7 @@ pub(super) async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Er
                         reader,
                         buf,
                         writer,
+                        writer_stop,
                         seq_next: 2,
                     });
                 }
@@ -97,12 +103,26 @@ pub(super) async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Er
     }
 }
 
-/// Writes whatever frames are queued, batching those already waiting into one write.
-fn spawn_writer(mut half: tokio::net::tcp::OwnedWriteHalf) -> mpsc::Sender<BytesMut> {
+/// Writes whatever frames are queued, batching those already waiting into one write, until
+/// `stop` (the connection is dropped): then what was queued last gets 200 ms, and the write half
+/// goes — a peer that stopped reading cannot keep this task, or the socket, alive.
+fn spawn_writer(
+    mut half: tokio::net::tcp::OwnedWriteHalf,
+    stop: CancellationToken,
+) -> mpsc::Sender<BytesMut> {
     let (tx, mut rx) = mpsc::channel::<BytesMut>(4096);
     tokio::spawn(async move {
+        let linger = Duration::from_millis(200);
         let mut out = BytesMut::with_capacity(64 * 1024);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
             out.unsplit(first);
             while out.len() < 256 * 1024 {
                 match rx.try_recv() {
@@ -110,12 +130,23 @@ fn spawn_writer(mut half: tokio::net::tcp::OwnedWriteHalf) -> mpsc::Sender<Bytes
                     Err(_) => break,
                 }
             }
-            if half.write_all(&out).await.is_err() {
-                break;
+            let written = tokio::select! {
+                biased;
+                _ = stop.cancelled() => false,
+                r = half.write_all(&out) => r.is_ok(),
+            };
+            if !written {
+                return;
             }
             out.clear();
         }
-        let _ = half.shutdown().await;
+        while let Ok(more) = rx.try_recv() {
+            out.extend_from_slice(&more);
+        }
+        if !out.is_empty() {
+            let _ = tokio::time::timeout(linger, half.write_all(&out)).await;
+        }
+        let _ = tokio::time::timeout(linger, half.shutdown()).await;
     });
     tx
 }
@@ -126,6 +157,8 @@ pub(super) struct Session<'a> {
     consumer: Consumer,
     seq: Sequence,
     window: Window<'a>,
+    /// The connection's writer, for receipts answered later by the delivery tracker.
+    writer: mpsc::Sender<BytesMut>,
     enquire_pending: Option<(u32, Instant)>,
     last_heard: Instant,
     /// The SMSC sent unbind.
@@ -136,14 +169,15 @@ impl<'a> Session<'a> {
     pub(super) fn new(
         ctx: &'a BindContext,
         source: &'a (Ton, Npi, String),
-        seq_next: u32,
         consumer: Consumer,
+        conn: &Connection,
     ) -> Session<'a> {
         Session {
             ctx,
             consumer,
-            seq: Sequence(seq_next),
+            seq: Sequence(conn.seq_next),
             window: Window::new(ctx, source),
+            writer: conn.writer.clone(),
             enquire_pending: None,
             last_heard: Instant::now(),
             closed: false,
@@ -151,26 +185,41 @@ impl<'a> Session<'a> {
     }
 
     /// Runs until unbound after shutdown (`Ok`) or the connection is lost (`Err`); messages
-    /// not yet accepted go back to the outbox.
+    /// not yet accepted go back to the outbox. The connection (and its writer task) ends here.
     pub(super) async fn run(
         &mut self,
-        mut reader: OwnedReadHalf,
-        mut buf: BytesMut,
-        writer: mpsc::Sender<BytesMut>,
+        conn: Connection,
         drain_deadline: &mut Option<Instant>,
     ) -> Result<(), Error> {
+        let Connection {
+            mut reader,
+            mut buf,
+            writer,
+            writer_stop,
+            ..
+        } = conn;
         let result = self
             .run_inner(&mut reader, &mut buf, &writer, drain_deadline)
             .await;
+        drop(writer_stop);
+        // Receipts read last still reach the tracker (their answers find no connection: the
+        // SMSC sends them again).
+        self.emit().await;
+        self.give_back();
+        self.consumer.close();
+        result
+    }
+
+    /// Settles what the window decided, and gives every message still in flight back to the
+    /// outbox (for another SMSC of the route first).
+    fn give_back(&mut self) {
         self.flush_settled();
-        let now_ms = system_now_ms();
+        let now_ms = self.ctx.clock.now_ms();
         for mut job in self.window.drain() {
             job.not_before_ms = now_ms;
             job.avoid = Some(self.ctx.status.name.to_string());
             self.consumer.release(job);
         }
-        self.consumer.close();
-        result
     }
 
     fn flush_settled(&mut self) {
@@ -180,6 +229,43 @@ impl<'a> Session<'a> {
                 Settle::Release => self.consumer.release(job),
             }
         }
+    }
+
+    /// Hands the window's events to the delivery tracker, waiting for room: while it waits the
+    /// session reads nothing, so the SMSC slows down; the deadlines of submits on the wire move
+    /// by the time spent (their responses may be among what was not read).
+    async fn emit(&mut self) {
+        if self.window.events.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        for ev in std::mem::take(&mut self.window.events) {
+            if self.ctx.events.send(ev).await.is_err() {
+                tracing::warn!(smsc = %self.ctx.status.name, "delivery tracker gone; event dropped");
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(20) {
+            self.window.postpone(waited);
+            if let Some((_, sent)) = &mut self.enquire_pending {
+                *sent += waited;
+            }
+        }
+    }
+
+    /// Queues bytes for the writer; a writer that cannot take them within the response timeout
+    /// means the peer stopped reading.
+    async fn write(&self, writer: &mpsc::Sender<BytesMut>, bytes: BytesMut) -> Result<(), Error> {
+        match tokio::time::timeout(self.ctx.config.response_timeout, writer.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::WriteStalled),
+        }
+    }
+
+    /// Whether the drain after shutdown is over (no new work may be taken or submitted).
+    fn drain_over(&self, drain_deadline: &Option<Instant>) -> bool {
+        drain_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     async fn run_inner(
@@ -195,13 +281,7 @@ impl<'a> Session<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = BytesMut::with_capacity(16 * 1024);
         loop {
-            // Put ready parts on the wire while the window and the rate allow.
-            self.window.fill(&mut self.seq, &mut out);
-            if !out.is_empty() {
-                writer.send(out.split()).await.map_err(|_| Error::Closed)?;
-            }
-            self.flush_settled();
-
+            // Stop first: past the drain deadline nothing more is submitted.
             let draining = self.ctx.shutdown.is_cancelled();
             if draining {
                 let deadline =
@@ -209,12 +289,27 @@ impl<'a> Session<'a> {
                 let idle =
                     self.window.is_empty() && self.ctx.outbox.is_empty_for(&self.ctx.routes).await;
                 if idle || Instant::now() >= deadline {
+                    if !out.is_empty() {
+                        self.write(writer, out.split()).await?;
+                    }
                     return self.unbind(reader, buf, writer).await;
                 }
             }
+            // Put ready parts on the wire while the window and the rate allow.
+            self.window.fill(&mut self.seq, &mut out);
+            if !out.is_empty() {
+                self.write(writer, out.split()).await?;
+            }
+            self.emit().await;
+            self.flush_settled();
+            if self.window.rebind {
+                return Err(Error::NotBound);
+            }
+
             let room = self.window.has_room();
             // Wake exactly when a throttling pause or the rate limiter's wait ends.
             let resume = self.window.resume_at();
+            let wake_to_unbind = drain_deadline.unwrap_or_else(Instant::now);
 
             tokio::select! {
                 n = reader.read_buf(buf) => {
@@ -227,19 +322,27 @@ impl<'a> Session<'a> {
                             pdu::encode_into(&reply, &mut out);
                         }
                         if self.closed {
-                            writer.send(out.split()).await.map_err(|_| Error::Closed)?;
+                            self.write(writer, out.split()).await?;
                             return Err(Error::Closed);
                         }
                     }
                 }
                 job = self.consumer.next(), if room => {
-                    self.window.admit(job);
+                    // Taken while the stop came: it goes back rather than out.
+                    if self.drain_over(drain_deadline) {
+                        self.consumer.release(job);
+                    } else {
+                        self.window.admit(job);
+                    }
                 }
                 _ = sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
                     self.window.resume(Instant::now(), true);
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    if panic_requested(&self.ctx.address) {
+                        panic!("test hook: the session to {} panics", self.ctx.address);
+                    }
                     self.window.resume(now, false);
                     self.window.expire_pending(now);
                     if let Some((_, sent)) = self.enquire_pending
@@ -259,6 +362,7 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = self.ctx.shutdown.cancelled(), if !draining => {}
+                _ = sleep_until(wake_to_unbind), if drain_deadline.is_some() => {}
             }
         }
     }
@@ -301,25 +405,40 @@ impl<'a> Session<'a> {
                     && pdu::is_receipt(u8::from(dsm.esm_class))
                 {
                     match pdu::parse_receipt(dsm) {
-                        Some(r) => {
-                            let _ = self.ctx.events.send(DeliveryEvent::Receipt {
-                                smsc: self.ctx.status.name.clone(),
-                                smsc_message_id: r.message_id,
-                                stat: r.stat,
-                            });
-                        }
+                        // Answered by the delivery tracker once the receipt is kept.
+                        Some(r) => return self.receipt(r, seq, false),
                         None => {
                             tracing::warn!(smsc = %self.ctx.status.name, "unreadable delivery receipt")
                         }
                     }
                 }
-                // Mobile-originated messages are acknowledged and ignored.
+                // Mobile-originated messages (and receipts we cannot read, which would only
+                // come again) are acknowledged and ignored.
                 Some(Command::new(
                     CommandStatus::EsmeRok,
                     seq,
                     Pdu::DeliverSmResp(DeliverSmResp::default()),
                 ))
             }
+            CommandId::DataSm => {
+                if let Some(Pdu::DataSm(dsm)) = cmd.pdu()
+                    && pdu::is_receipt(u8::from(dsm.esm_class))
+                {
+                    match pdu::parse_data_sm_receipt(dsm) {
+                        Some(r) => return self.receipt(r, seq, true),
+                        None => {
+                            tracing::warn!(smsc = %self.ctx.status.name, "unreadable delivery receipt (data_sm)")
+                        }
+                    }
+                }
+                Some(Command::new(
+                    CommandStatus::EsmeRok,
+                    seq,
+                    Pdu::DataSmResp(DataSmResp::default()),
+                ))
+            }
+            // SMPP 3.4 defines no response to alert_notification.
+            CommandId::AlertNotification => None,
             CommandId::EnquireLink => Some(Command::new(
                 CommandStatus::EsmeRok,
                 seq,
@@ -341,11 +460,22 @@ impl<'a> Session<'a> {
                 if pdu::is_response(id) {
                     None
                 } else {
-                    // A request we do not handle (data_sm, alert_notification, …).
+                    // A request we do not handle (query_sm, replace_sm, …).
                     Some(pdu::generic_nack(0x0000_0003, seq))
                 }
             }
         }
+    }
+
+    /// Queues a receipt for the delivery tracker, which answers it once it is kept.
+    fn receipt(&mut self, r: pdu::Receipt, seq: u32, data_sm: bool) -> Option<Command> {
+        self.window.events.push(DeliveryEvent::Receipt {
+            smsc: self.ctx.status.name.clone(),
+            smsc_message_id: r.message_id,
+            stat: r.stat,
+            ack: ReceiptAck::new(self.writer.clone(), seq, data_sm),
+        });
+        None
     }
 
     /// Sends unbind and waits briefly for unbind_resp.
@@ -356,15 +486,15 @@ impl<'a> Session<'a> {
         writer: &mpsc::Sender<BytesMut>,
     ) -> Result<(), Error> {
         let seq = self.seq.next();
-        let _ = writer
-            .send(pdu::encode(&Command::new(
-                CommandStatus::EsmeRok,
-                seq,
-                Pdu::Unbind,
-            )))
-            .await;
         let deadline =
             Instant::now() + self.ctx.config.response_timeout.min(Duration::from_secs(2));
+        let unbind = pdu::encode(&Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind));
+        if !matches!(
+            tokio::time::timeout_at(deadline, writer.send(unbind)).await,
+            Ok(Ok(()))
+        ) {
+            return Ok(());
+        }
         loop {
             while let Ok(Some(frame)) = pdu::next_frame(buf) {
                 if let Frame::Command(cmd) = &frame
@@ -373,7 +503,8 @@ impl<'a> Session<'a> {
                     return Ok(());
                 }
                 if let Some(reply) = self.on_frame(frame) {
-                    let _ = writer.send(pdu::encode(&reply)).await;
+                    let _ =
+                        tokio::time::timeout_at(deadline, writer.send(pdu::encode(&reply))).await;
                 }
             }
             tokio::select! {
@@ -384,5 +515,13 @@ impl<'a> Session<'a> {
                 _ = sleep_until(deadline) => return Ok(()),
             }
         }
+    }
+}
+
+impl Drop for Session<'_> {
+    /// A session that did not end through [`Session::run`] (its task panicked) still gives its
+    /// messages back: only messages in flight may go twice, none is lost.
+    fn drop(&mut self) {
+        self.give_back();
     }
 }

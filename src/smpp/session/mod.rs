@@ -23,15 +23,15 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota};
 use rusmpp::types::COctetString;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::pdu;
-use super::{DeliveryEvent, SmscStatus};
+use super::{EventSink, SmscStatus};
+use crate::clock::Clock;
 use crate::config::SmscConfig;
 use crate::outbox::{Composer, Outbox, Routing};
 
-pub use supervisor::run_bind;
+pub use supervisor::{run_bind, spawn_supervised};
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,12 @@ pub enum Error {
     /// The SMSC closed the connection or sent unbind.
     #[error("closed by the SMSC")]
     Closed,
+    /// The SMSC answered a submit with ESME_RINVBNDSTS: it does not consider us bound.
+    #[error("the SMSC says this session is not bound")]
+    NotBound,
+    /// The SMSC stopped reading: what we must send did not leave within the response timeout.
+    #[error("the SMSC reads nothing we send")]
+    WriteStalled,
 }
 
 /// Everything a bind needs, shared by all binds of one SMSC.
@@ -67,7 +73,10 @@ pub struct BindContext {
     pub composer: Arc<Composer>,
     /// `throughput` over all binds of this SMSC.
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    pub events: mpsc::UnboundedSender<DeliveryEvent>,
+    /// Where submit results and receipts go (bounded: a full tracker slows the session).
+    pub events: EventSink,
+    /// Time for validity and retry schedules (tests move it).
+    pub clock: Clock,
     /// Cancelled when the daemon stops taking work.
     pub shutdown: CancellationToken,
     /// How long to keep submitting queued SMS after shutdown began.
@@ -106,4 +115,33 @@ fn lossy<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> 
 /// Backoff of the n-th retry: 1 s doubling to 30 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// A test hook: the next session to `address` panics (at its next timer tick), to prove
+/// supervision. Not for production use; nothing in the daemon calls it.
+#[doc(hidden)]
+pub fn panic_next_session_to(address: &str) {
+    if let Ok(mut armed) = PANIC_AT.lock() {
+        armed.push(address.to_owned());
+        PANIC_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+static PANIC_AT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static PANIC_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the test hook asks the session to `address` to panic now (once).
+fn panic_requested(address: &str) -> bool {
+    if !PANIC_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(mut armed) = PANIC_AT.lock() else {
+        return false;
+    };
+    let Some(i) = armed.iter().position(|a| a == address) else {
+        return false;
+    };
+    armed.swap_remove(i);
+    PANIC_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::SeqCst);
+    true
 }

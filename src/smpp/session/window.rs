@@ -3,7 +3,9 @@
 //!
 //! No I/O here: [`Window::fill`] encodes the submits that may go now into a buffer, the
 //! `on_*` methods apply what the SMSC answered, and the outcomes wait in [`Window::settle`]
-//! for the session to hand them to the outbox.
+//! (for the outbox) and [`Window::events`] (for the delivery tracker) for the session to hand
+//! them on. Time comes from the injected clock (`ctx.clock`) for validity, and from tokio's
+//! `Instant` for the session's own timers.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -16,11 +18,13 @@ use rusmpp::{Command, CommandStatus, Pdu};
 use tokio::time::Instant;
 
 use super::{BindContext, Sequence, backoff};
-use crate::clock::system_now_ms;
 use crate::outbox::Job;
 use crate::smpp::pdu::{self, SubmitParams};
 use crate::smpp::{DeliveryEvent, StatusClass, classify_status, status_name};
 use crate::sms;
+
+/// "Incorrect bind status": the SMSC no longer considers this session bound.
+const ESME_RINVBNDSTS: u32 = 0x0000_0004;
 
 /// How long new submits pause after the SMSC throttles us.
 const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
@@ -69,6 +73,10 @@ pub(super) struct Window<'a> {
     rate_wait: Option<Instant>,
     /// Messages to settle or release in the outbox (by the session, which owns the consumer).
     pub(super) settle: Vec<(Job, Settle)>,
+    /// Events for the delivery tracker (sent by the session, which may have to wait for room).
+    pub(super) events: Vec<DeliveryEvent>,
+    /// The SMSC said we are not bound (ESME_RINVBNDSTS): the session must bind again.
+    pub(super) rebind: bool,
 }
 
 impl<'a> Window<'a> {
@@ -85,6 +93,8 @@ impl<'a> Window<'a> {
             last_throttle: None,
             rate_wait: None,
             settle: Vec::new(),
+            events: Vec::new(),
+            rebind: false,
         }
     }
 
@@ -141,11 +151,23 @@ impl<'a> Window<'a> {
         let params = SubmitParams {
             source: self.source,
             destination: job.destination.international_digits(),
-            validity_secs: ((job.expires_at_ms - system_now_ms()) / 1000).max(1) as u64,
+            validity_secs: ((job.expires_at_ms - self.ctx.clock.now_ms()) / 1000).max(1) as u64,
             mode: self.ctx.config.long_messages,
             reference: rand::rng().random(),
         };
-        let submits = pdu::submit_sms(&seg, &params);
+        let submits = match pdu::submit_sms(&seg, &params) {
+            Ok(s) => s,
+            Err(e) => {
+                // The API refuses such texts; a job queued by an older version may still come.
+                self.events.push(DeliveryEvent::Failed {
+                    message_id: job.message_id.clone(),
+                    smsc: self.ctx.status.name.clone(),
+                    error: e.to_string(),
+                });
+                self.settle.push((job, Settle::Done));
+                return;
+            }
+        };
         let n = submits.len();
         let now = Instant::now();
         self.inflight.insert(
@@ -185,7 +207,7 @@ impl<'a> Window<'a> {
             return;
         }
         let now = Instant::now();
-        let now_ms = system_now_ms();
+        let now_ms = self.ctx.clock.now_ms();
         let mut rounds = self.ready.len();
         while self.pending.len() < self.size && rounds > 0 {
             rounds -= 1;
@@ -200,7 +222,7 @@ impl<'a> Window<'a> {
                 // Never submitted after its code died.
                 if let Some(f) = self.inflight.remove(&key) {
                     self.pending.retain(|_, p| p.key != key);
-                    let _ = self.ctx.events.send(DeliveryEvent::Expired {
+                    self.events.push(DeliveryEvent::Expired {
                         message_id: f.job.message_id.clone(),
                     });
                     self.settle.push((f.job, Settle::Done));
@@ -289,7 +311,7 @@ impl<'a> Window<'a> {
         if f.unanswered == 0
             && let Some(f) = self.inflight.remove(&p.key)
         {
-            let _ = self.ctx.events.send(DeliveryEvent::Submitted {
+            self.events.push(DeliveryEvent::Submitted {
                 message_id: f.job.message_id.clone(),
                 smsc: self.ctx.status.name.clone(),
                 smsc_message_ids: f.smsc_ids.into_iter().flatten().collect(),
@@ -299,6 +321,10 @@ impl<'a> Window<'a> {
     }
 
     fn on_submit_error(&mut self, p: Pending, status: u32) {
+        if status == ESME_RINVBNDSTS {
+            tracing::warn!(smsc = %self.ctx.status.name, "the SMSC says we are not bound; binding again");
+            self.rebind = true;
+        }
         match classify_status(status) {
             StatusClass::Ok => {}
             StatusClass::Throttled => {
@@ -320,7 +346,7 @@ impl<'a> Window<'a> {
             StatusClass::Permanent => {
                 if let Some(f) = self.inflight.remove(&p.key) {
                     self.pending.retain(|_, q| q.key != p.key);
-                    let _ = self.ctx.events.send(DeliveryEvent::Failed {
+                    self.events.push(DeliveryEvent::Failed {
                         message_id: f.job.message_id.clone(),
                         smsc: self.ctx.status.name.clone(),
                         error: status_name(status),
@@ -347,7 +373,7 @@ impl<'a> Window<'a> {
             let mut job = f.job;
             job.attempts += 1;
             let delay = backoff(job.attempts);
-            job.not_before_ms = system_now_ms() + delay.as_millis() as i64;
+            job.not_before_ms = self.ctx.clock.now_ms() + delay.as_millis() as i64;
             job.avoid = Some(self.ctx.status.name.to_string());
             self.settle.push((job, Settle::Release));
         } else {
@@ -365,6 +391,14 @@ impl<'a> Window<'a> {
         f.todo.push_back((part, Instant::now() + delay));
         if !self.ready.contains(&key) {
             self.ready.push_back(key);
+        }
+    }
+
+    /// The session could not read for `d` (it waited for room for its events): the responses
+    /// may be waiting unread in the socket, so their deadlines move by as much.
+    pub(super) fn postpone(&mut self, d: Duration) {
+        for p in self.pending.values_mut() {
+            p.deadline += d;
         }
     }
 
