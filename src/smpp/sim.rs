@@ -152,6 +152,11 @@ impl SimHandle {
         self.inner.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
+    /// The next message ids are `n`, `n + 1`, …
+    pub fn set_next_message_id(&self, n: u64) {
+        self.inner.next_id.store(n, Ordering::Relaxed);
+    }
+
     /// Answer every submit_sm with this status from now on (0 = OK).
     pub fn set_submit_status(&self, status: u32) {
         self.update(|b| b.submit_status = status);
@@ -250,6 +255,10 @@ pub struct Behavior {
     pub receipt_text_only: bool,
     /// Send receipts as data_sm (the text in message_payload) instead of deliver_sm.
     pub receipt_as_data_sm: bool,
+    /// Send each receipt this long after the submit_sm_resp (0: right after it).
+    pub receipt_delay: std::time::Duration,
+    /// Answer every submit_sm with this message id (e.g. the same for every part, or empty).
+    pub fixed_message_id: Option<String>,
 }
 
 impl Shared {
@@ -517,7 +526,14 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                         continue;
                     }
                     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let id = b.id_format.write(n);
+                    let id = match &b.fixed_message_id {
+                        Some(fixed) => fixed.clone(),
+                        None => b.id_format.write(n),
+                    };
+                    let receipt_id = match &b.fixed_message_id {
+                        Some(fixed) => fixed.clone(),
+                        None => b.receipt_id_format.write(n),
+                    };
                     let registered = u8::from(sm.registered_delivery);
                     let from = sm.source_addr.as_str().to_owned();
                     let to = sm.destination_addr.as_str().to_owned();
@@ -526,7 +542,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                         let stat = b.stat_for.get(&to).map_or("DELIVRD", String::as_str);
                         if b.receipt_as_data_sm {
                             return Pdu::DataSm(pdu::receipt_data_sm(
-                                &b.receipt_id_format.write(n),
+                                &receipt_id,
                                 stat,
                                 &from,
                                 &to,
@@ -534,7 +550,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             ));
                         }
                         let mut dsm = pdu::receipt_deliver_sm(
-                            &b.receipt_id_format.write(n),
+                            &receipt_id,
                             stat,
                             &from,
                             &to,
@@ -554,6 +570,17 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                     }
                     match receipt {
                         None => pdu::encode_into(&resp, &mut out),
+                        Some(rpdu) if !b.receipt_delay.is_zero() => {
+                            pdu::encode_into(&resp, &mut out);
+                            let (shared, tx, delay) = (shared.clone(), tx.clone(), b.receipt_delay);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let rseq = shared.next_seq();
+                                shared.track_receipt(rseq, rpdu.clone(), 0);
+                                let dcmd = Command::new(CommandStatus::EsmeRok, rseq, rpdu);
+                                let _ = tx.send(pdu::encode(&dcmd)).await;
+                            });
+                        }
                         Some(rpdu) => {
                             let rseq = shared.next_seq();
                             shared.track_receipt(rseq, rpdu.clone(), 0);
