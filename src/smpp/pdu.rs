@@ -437,6 +437,31 @@ mod tests {
     }
 
     #[test]
+    fn more_than_255_concatenated_parts_is_an_error() {
+        let seg = crate::sms::split(&"a".repeat(153 * 256));
+        assert_eq!(seg.parts.len(), 256);
+        let source = (Ton::Alphanumeric, Npi::Unknown, "otpgate".to_owned());
+        let mut p = SubmitParams {
+            source: &source,
+            destination: "85366000000",
+            validity_secs: 60,
+            mode: LongMessages::Udh,
+            reference: 1,
+        };
+        assert_eq!(
+            submit_sms(&seg, &p).err(),
+            Some(TooManyParts { parts: 256 })
+        );
+        p.mode = LongMessages::Sar;
+        assert!(submit_sms(&seg, &p).is_err());
+        p.mode = LongMessages::Payload;
+        assert_eq!(submit_sms(&seg, &p).map(|v| v.len()), Ok(1));
+        let seg = crate::sms::split(&"a".repeat(153 * 255));
+        p.mode = LongMessages::Udh;
+        assert_eq!(submit_sms(&seg, &p).map(|v| v.len()), Ok(255));
+    }
+
+    #[test]
     fn relative_validity_round_trips() {
         let v = relative_validity(300);
         let s = std::str::from_utf8(v.as_ref())
