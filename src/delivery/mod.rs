@@ -194,7 +194,8 @@ struct Engine {
 impl Engine {
     fn mark(&self, ok: bool) {
         let was_down = self.store_down.swap(!ok, Ordering::Relaxed);
-        if was_down != !ok {
+        // A change: down → up, or up → down.
+        if was_down == ok {
             if ok {
                 tracing::info!("store answers again; delivery events flow");
             } else {

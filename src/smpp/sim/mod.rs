@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use rusmpp::pdus::{BindTransceiverResp, SubmitSmResp};
-use rusmpp::tlvs::TlvValue;
 use rusmpp::types::COctetString;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use serde::Serialize;
@@ -26,17 +25,18 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::pdu::{self, Frame};
-use crate::sms::encoding;
+
+mod behavior;
+mod reassembly;
+mod receipts;
+
+pub use behavior::{Behavior, IdFormat};
+use reassembly::{Assembly, take_part};
 
 /// How many received messages `SimHandle::received` keeps.
 const KEEP_RECEIVED: usize = 10_000;
 
-/// How long before a receipt the ESME refused (non-zero response status) is sent again.
-pub const RECEIPT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
-/// How often one receipt is sent again before the simulator gives up on it.
-const RECEIPT_TRIES: u32 = 200;
-/// Receipts awaiting their response, at most (beyond, new ones are not tracked for re-sending).
-const TRACK_RECEIPTS: usize = 100_000;
+pub use receipts::RECEIPT_RETRY_DELAY;
 
 /// Simulator settings.
 #[derive(Debug, Clone, Default)]
@@ -207,60 +207,6 @@ impl SimHandle {
     }
 }
 
-/// How message ids are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdFormat {
-    /// Upper-case hex, `1A2B`.
-    #[default]
-    Hex,
-    /// Decimal, `6699`.
-    Decimal,
-    /// Upper-case hex padded with zeros to 10 characters, `0000001A2B`.
-    PaddedHex,
-    /// Decimal padded with zeros to 10 characters.
-    PaddedDecimal,
-}
-
-impl IdFormat {
-    fn write(self, n: u64) -> String {
-        match self {
-            IdFormat::Hex => format!("{n:X}"),
-            IdFormat::Decimal => n.to_string(),
-            IdFormat::PaddedHex => format!("{n:010X}"),
-            IdFormat::PaddedDecimal => format!("{n:010}"),
-        }
-    }
-}
-
-/// Fault and format settings, changed at run time through [`SimHandle::update`].
-#[derive(Debug, Clone, Default)]
-pub struct Behavior {
-    /// Answer every submit_sm with this status (0 = accept).
-    pub submit_status: u32,
-    /// Answer this share of submits (percent) with ESME_RTHROTTLED.
-    pub throttle_percent: u8,
-    /// Accept submits without ever answering (to provoke response timeouts).
-    pub ignore_submits: bool,
-    /// How submit_sm_resp writes the message id.
-    pub id_format: IdFormat,
-    /// How the receipt writes the same id.
-    pub receipt_id_format: IdFormat,
-    /// Send the receipt before the submit_sm_resp.
-    pub receipt_before_resp: bool,
-    /// Send the receipt on another bind of the same SMSC when there is one.
-    pub receipt_on_other_bind: bool,
-    /// Receipt stat per destination (default `DELIVRD`).
-    pub stat_for: HashMap<String, String>,
-    /// Leave the receipted_message_id / message_state TLVs out: only the receipt text.
-    pub receipt_text_only: bool,
-    /// Send receipts as data_sm (the text in message_payload) instead of deliver_sm.
-    pub receipt_as_data_sm: bool,
-    /// Send each receipt this long after the submit_sm_resp (0: right after it).
-    pub receipt_delay: std::time::Duration,
-    /// Answer every submit_sm with this message id (e.g. the same for every part, or empty).
-    pub fixed_message_id: Option<String>,
-}
-
 impl Shared {
     fn behavior(&self) -> Arc<Behavior> {
         self.behavior.lock().map(|b| b.clone()).unwrap_or_default()
@@ -269,66 +215,6 @@ impl Shared {
     fn next_seq(&self) -> u32 {
         let s = self.receipt_seq.fetch_add(1, Ordering::Relaxed);
         (s % 0x7FFF_FFF0) + 1
-    }
-
-    /// Remembers a receipt until the ESME answers it.
-    fn track_receipt(&self, seq: u32, pdu: Pdu, tries: u32) {
-        if let Ok(mut out) = self.receipts_out.lock()
-            && out.len() < TRACK_RECEIPTS
-        {
-            out.insert(seq, (pdu, tries));
-        }
-    }
-
-    /// The ESME answered receipt `seq` with `status`: a refused one goes again after a while,
-    /// on `conn` (or another connection when that one is gone).
-    fn receipt_answered(
-        self: &Arc<Self>,
-        seq: u32,
-        status: u32,
-        conn_id: u64,
-        conn: mpsc::Sender<BytesMut>,
-    ) {
-        let Some((pdu, tries)) = self
-            .receipts_out
-            .lock()
-            .ok()
-            .and_then(|mut o| o.remove(&seq))
-        else {
-            return;
-        };
-        if status == 0 {
-            return;
-        }
-        self.receipts_refused.fetch_add(1, Ordering::Relaxed);
-        if tries >= RECEIPT_TRIES {
-            return;
-        }
-        let shared = self.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shared.stop.cancelled() => return,
-                _ = tokio::time::sleep(RECEIPT_RETRY_DELAY) => {}
-            }
-            let tx = if conn.is_closed() {
-                match shared.other_conn(conn_id) {
-                    Some(tx) => tx,
-                    None => return,
-                }
-            } else {
-                conn
-            };
-            let rseq = shared.next_seq();
-            shared.track_receipt(rseq, pdu.clone(), tries + 1);
-            shared.receipts_resent.fetch_add(1, Ordering::Relaxed);
-            let _ = tx
-                .send(pdu::encode(&Command::new(
-                    CommandStatus::EsmeRok,
-                    rseq,
-                    pdu,
-                )))
-                .await;
-        });
     }
 
     /// Another open connection than `conn_id`, to send a receipt on.
@@ -392,13 +278,6 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         shared.closed.cancel();
     });
     Ok(SimHandle { inner })
-}
-
-/// Parts of a concatenated message collected so far.
-struct Assembly {
-    parts: Vec<Option<Vec<u8>>>,
-    ids: Vec<String>,
-    first: Received,
 }
 
 async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationToken) {
@@ -688,111 +567,4 @@ fn publish(shared: &Shared, msg: Received) {
         r.push_back(msg.clone());
     }
     let _ = shared.events.send(msg);
-}
-
-/// Adds one submit_sm to its message; returns the message when it is complete.
-fn take_part(
-    assemblies: &mut HashMap<(String, u16, u8), Assembly>,
-    sm: &rusmpp::pdus::SubmitSm,
-    id: String,
-) -> Option<Received> {
-    let esm = u8::from(sm.esm_class);
-    let dc = u8::from(sm.data_coding);
-    let body = sm.short_message().as_ref();
-    let mut sar = (None, None, None);
-    let mut payload = None;
-    for tlv in sm.tlvs() {
-        match tlv.value() {
-            Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
-            Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
-            Some(TlvValue::SarSegmentSeqnum(n)) => sar.2 = Some(*n),
-            Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref().to_vec()),
-            _ => {}
-        }
-    }
-    let mut base = Received {
-        source_addr: sm.source_addr.as_str().to_owned(),
-        source_addr_ton: u8::from(sm.source_addr_ton),
-        source_addr_npi: u8::from(sm.source_addr_npi),
-        destination_addr: sm.destination_addr.as_str().to_owned(),
-        dest_addr_ton: u8::from(sm.dest_addr_ton),
-        dest_addr_npi: u8::from(sm.dest_addr_npi),
-        data_coding: dc,
-        esm_class: esm,
-        registered_delivery: u8::from(sm.registered_delivery),
-        validity_period: String::from_utf8_lossy(sm.validity_period.as_ref())
-            .trim_end_matches('\0')
-            .to_owned(),
-        concatenation: "single",
-        parts: 1,
-        text: None,
-        message_ids: vec![id.clone()],
-    };
-    // Where this part sits: (reference, total, index, bytes).
-    let located: Option<(u16, u8, u8, Vec<u8>)> = if let Some(p) = payload {
-        base.concatenation = "payload";
-        base.text = encoding::decode(dc, &p).ok();
-        return Some(base);
-    } else if esm & 0x40 != 0 {
-        parse_udh(body).map(|(r, t, i, hdr_len)| (r, t, i, body[hdr_len..].to_vec()))
-    } else if let (Some(r), Some(t), Some(i)) = sar {
-        Some((r, t, i, body.to_vec()))
-    } else {
-        None
-    };
-    let Some((reference, total, index, bytes)) = located else {
-        base.text = encoding::decode(dc, body).ok();
-        return Some(base);
-    };
-    base.concatenation = if esm & 0x40 != 0 { "udh" } else { "sar" };
-    if total <= 1 {
-        base.text = encoding::decode(dc, &bytes).ok();
-        return Some(base);
-    }
-    let key = (base.destination_addr.clone(), reference, total);
-    let a = assemblies.entry(key.clone()).or_insert_with(|| Assembly {
-        parts: vec![None; total as usize],
-        ids: vec![String::new(); total as usize],
-        first: base.clone(),
-    });
-    let i = (index as usize).saturating_sub(1);
-    if i < a.parts.len() {
-        a.parts[i] = Some(bytes);
-        a.ids[i] = id;
-    }
-    if a.parts.iter().all(Option::is_some) {
-        let a = assemblies.remove(&key)?;
-        let whole: Vec<u8> = a.parts.into_iter().flatten().flatten().collect();
-        let mut msg = a.first;
-        msg.parts = total as usize;
-        msg.text = encoding::decode(dc, &whole).ok();
-        msg.message_ids = a.ids;
-        return Some(msg);
-    }
-    None
-}
-
-/// Reads a concatenation IE from a UDH: (reference, total, index, header length).
-fn parse_udh(body: &[u8]) -> Option<(u16, u8, u8, usize)> {
-    let udhl = *body.first()? as usize;
-    let hdr = body.get(1..1 + udhl)?;
-    let mut i = 0;
-    while i + 2 <= hdr.len() {
-        let (iei, len) = (hdr[i], hdr[i + 1] as usize);
-        let data = hdr.get(i + 2..i + 2 + len)?;
-        match (iei, len) {
-            (0x00, 3) => return Some((data[0] as u16, data[1], data[2], 1 + udhl)),
-            (0x08, 4) => {
-                return Some((
-                    u16::from_be_bytes([data[0], data[1]]),
-                    data[2],
-                    data[3],
-                    1 + udhl,
-                ));
-            }
-            _ => {}
-        }
-        i += 2 + len;
-    }
-    None
 }
