@@ -288,10 +288,22 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
     if let Ok(mut c) = shared.conns.lock() {
         c.insert(conn_id, tx.clone());
     }
+    // Ends with the connection even while tasks that send delayed or repeated receipts still
+    // hold a sender: nothing is written on a connection after it ended.
+    let done = CancellationToken::new();
+    let writer_done = done.clone();
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut out = BytesMut::with_capacity(64 * 1024);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = writer_done.cancelled() => break,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
             out.unsplit(first);
             while let Ok(more) = rx.try_recv() {
                 out.extend_from_slice(&more);
@@ -303,6 +315,18 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 break;
             }
             out.clear();
+        }
+        // What the connection queued last (an unbind_resp) still goes out.
+        out.clear();
+        while let Ok(more) = rx.try_recv() {
+            out.extend_from_slice(&more);
+        }
+        if !out.is_empty() {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                write_half.write_all(&out),
+            )
+            .await;
         }
     });
 
@@ -318,6 +342,10 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 Ok(0) | Err(_) => break 'conn,
                 Ok(_) => {}
             },
+        }
+        // A stop that came while we read: what was read is not served.
+        if kill.is_cancelled() || shared.stop.is_cancelled() {
+            break 'conn;
         }
         let mut out = BytesMut::new();
         loop {
@@ -527,6 +555,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
         c.remove(&conn_id);
     }
     drop(tx);
+    done.cancel();
     let _ = writer.await;
 }
 
