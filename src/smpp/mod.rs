@@ -1,9 +1,14 @@
 //! SMPP 3.4, ESME side: our session actor over the rusmpp codec, and the built-in SMSC simulator.
 //!
 //! - [`pdu`]: framing, the PDUs we build, receipts.
-//! - [`session`]: one bind — connect, bind_transceiver, window of submits, enquire_link,
-//!   receipts, reconnect with backoff, unbind on shutdown.
+//! - [`session`]: one bind — supervisor (reconnect with backoff, restart after a panic),
+//!   connection (bind_transceiver, reader, writer, enquire_link, unbind on shutdown), window
+//!   (in-flight messages, timeouts, throttling).
+//! - [`binds`]: starts every bind of every SMSC (and the built-in simulators).
 //! - [`sim`]: the SMSC simulator (`otpgate smsc-sim`, `simulator = true`).
+//!
+//! Sessions report to the delivery tracker through an [`EventSink`] (bounded); a receipt
+//! carries its [`ReceiptAck`], answered by the tracker once the store kept it.
 
 pub mod addressing;
 pub mod binds;
