@@ -132,7 +132,7 @@ async fn smpp(n: usize) {
                 }
             }
             Some(DeliveryEvent::Receipt { ack, .. }) => {
-                ack.answer(0).await;
+                ack.answer(0);
                 receipts += 1;
             }
             Some(_) => {}

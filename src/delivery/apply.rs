@@ -162,13 +162,13 @@ impl Engine {
             return Vec::new();
         };
         if status_of_stat(&stat).is_none() {
-            ack.answer(0).await;
+            ack.answer(0);
             return Vec::new();
         }
         if !self.may_try_store() {
             metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                 .increment(1);
-            ack.answer(ESME_RX_T_APPN).await;
+            ack.answer(ESME_RX_T_APPN);
             return Vec::new();
         }
         let now_ms = self.tracker.clock.now_ms();
@@ -184,12 +184,12 @@ impl Engine {
                 metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                     .increment(1);
                 tracing::debug!(smsc = %smsc, error = %e, "store down; receipt answered ESME_RX_T_APPN");
-                ack.answer(ESME_RX_T_APPN).await;
+                ack.answer(ESME_RX_T_APPN);
                 Vec::new()
             }
             Ok(None) => {
                 tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
-                ack.answer(0).await;
+                ack.answer(0);
                 Vec::new()
             }
             Ok(Some((message_id, parts))) => {
@@ -209,7 +209,7 @@ impl Engine {
     ) -> Vec<Step> {
         let Some(status) = status_of_stat(&stat) else {
             if let Some(ack) = ack {
-                ack.answer(0).await;
+                ack.answer(0);
             }
             return Vec::new();
         };
@@ -256,7 +256,7 @@ impl Engine {
             }
         };
         if let Some(ack) = ack {
-            ack.answer(0).await;
+            ack.answer(0);
         }
         match outcome {
             PartOutcome::Pending => {}

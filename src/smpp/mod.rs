@@ -91,8 +91,11 @@ impl ReceiptAck {
     }
 
     /// Sends `deliver_sm_resp` (or `data_sm_resp`) with `status` on the connection the receipt
-    /// came on; nothing when that connection is gone (the SMSC will send it again).
-    pub async fn answer(mut self, status: u32) {
+    /// came on; nothing when that connection is gone (the SMSC will send it again). Never waits:
+    /// when the connection's writer is full (the SMSC reads slowly, maybe because its session
+    /// waits for this tracker), the answer is queued by a task of its own, so the tracker and
+    /// the session can never wait for each other.
+    pub fn answer(mut self, status: u32) {
         let Some(writer) = self.writer.take() else {
             return;
         };
@@ -106,7 +109,14 @@ impl ReceiptAck {
             self.sequence_number,
             body,
         );
-        let _ = writer.send(pdu::encode(&cmd)).await;
+        match writer.try_send(pdu::encode(&cmd)) {
+            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
+                tokio::spawn(async move {
+                    let _ = writer.send(bytes).await;
+                });
+            }
+        }
     }
 }
 
