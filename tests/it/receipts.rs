@@ -143,7 +143,8 @@ both_stores! {
         assert!(rx_a.try_recv().is_err(), "not sent to A again");
         let sim_b = otpgate::smpp::sim::start(tokio::net::TcpListener::bind(addr_b).await.unwrap(), Default::default()).unwrap();
         let mut rx_b = sim_b.subscribe();
-        let again = tokio::time::timeout(Duration::from_secs(10), rx_b.recv()).await.expect("re-sent via B").unwrap();
+        // B binds at its next reconnect attempt: up to 30 s of backoff (± 20%) after it started.
+        let again = tokio::time::timeout(Duration::from_secs(40), rx_b.recv()).await.expect("re-sent via B").unwrap();
         assert_eq!(again.text, first.text, "the same code");
         delivery_of(&d, &id, "delivered").await;
         // Once only: undeliverable at B too stays undeliverable.

@@ -139,18 +139,26 @@ both_stores! {
         sim_b.addr()
     );
     let d = TestDaemon::start_with(b, sim_a.clone(), &second, |_| {}).await;
-    let mut stopped = false;
-    let a = sim_a.clone();
     let sims = [&sim_a, &sim_b];
-    let (_, seen) = tokio::join!(
-        send_burst(&d, N, "+8536632"),
-        collect(&sims, N, move || {
-            if !stopped {
-                a.shutdown();
-                stopped = true;
+    // A stops mid-burst: once 100 messages arrived (a timer could fire after the burst ended,
+    // and then nothing would have been tested).
+    let stop_a = async {
+        for _ in 0..6000 {
+            let arrived = sim_a.received().len() + sim_b.received().len();
+            if arrived >= 100 {
+                sim_a.shutdown();
+                return arrived;
             }
-        })
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not even 100 messages arrived in 30 s");
+    };
+    let (_, seen, arrived_at_stop) = tokio::join!(
+        send_burst(&d, N, "+8536632"),
+        collect(&sims, N, || {}),
+        stop_a
     );
+    assert!(arrived_at_stop < N, "A stopped before the burst was over");
     assert_each_once(&seen, N, 64);
     let at_b = sim_b.received().len();
     assert!(at_b > 0, "B took over");
