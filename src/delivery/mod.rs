@@ -135,10 +135,15 @@ async fn work(engine: Arc<Engine>, rx: Arc<Mutex<mpsc::Receiver<DeliveryEvent>>>
             return;
         }
         let stopping = engine.stop.is_cancelled();
+        // Stopping: one last try of what is parked, now.
+        let wake = match retry_at {
+            Some(t) if !stopping => t,
+            _ => Instant::now(),
+        };
         tokio::select! {
             biased;
             _ = engine.stop.cancelled(), if !stopping && !parked.is_empty() => {}
-            _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() || (stopping && !parked.is_empty()) => {
+            _ = sleep_until(wake), if retry_at.is_some() || (stopping && !parked.is_empty()) => {
                 // In order; the first that fails again means the store is still down.
                 while let Some(step) = parked.pop_front() {
                     let left = engine.apply(step).await;

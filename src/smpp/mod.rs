@@ -99,17 +99,18 @@ impl ReceiptAck {
         let Some(writer) = self.writer.take() else {
             return;
         };
-        let body = if self.data_sm {
-            rusmpp::Pdu::DataSmResp(rusmpp::pdus::DataSmResp::default())
+        // Header and an empty message_id: 17 octets, written directly.
+        let id: u32 = if self.data_sm {
+            0x8000_0103
         } else {
-            rusmpp::Pdu::DeliverSmResp(rusmpp::pdus::DeliverSmResp::default())
+            0x8000_0005
         };
-        let cmd = rusmpp::Command::new(
-            rusmpp::CommandStatus::from(status),
-            self.sequence_number,
-            body,
-        );
-        match writer.try_send(pdu::encode(&cmd)) {
+        let mut frame = bytes::BytesMut::with_capacity(17);
+        for word in [17, id, status, self.sequence_number] {
+            frame.extend_from_slice(&word.to_be_bytes());
+        }
+        frame.extend_from_slice(&[0]);
+        match writer.try_send(frame) {
             Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
             Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
                 tokio::spawn(async move {

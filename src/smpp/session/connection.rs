@@ -239,11 +239,14 @@ impl<'a> Session<'a> {
             return;
         }
         let started = Instant::now();
-        for ev in std::mem::take(&mut self.window.events) {
+        // Drained in place: the vector keeps its capacity for the next round.
+        let mut events = std::mem::take(&mut self.window.events);
+        for ev in events.drain(..) {
             if self.ctx.events.send(ev).await.is_err() {
                 tracing::warn!(smsc = %self.ctx.status.name, "delivery tracker gone; event dropped");
             }
         }
+        self.window.events = events;
         let waited = started.elapsed();
         if waited >= Duration::from_millis(20) {
             self.window.postpone(waited);
@@ -256,6 +259,12 @@ impl<'a> Session<'a> {
     /// Queues bytes for the writer; a writer that cannot take them within the response timeout
     /// means the peer stopped reading.
     async fn write(&self, writer: &mpsc::Sender<BytesMut>, bytes: BytesMut) -> Result<(), Error> {
+        // Room now (the usual case): no timer needed.
+        let bytes = match writer.try_send(bytes) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+            Err(mpsc::error::TrySendError::Full(bytes)) => bytes,
+        };
         match tokio::time::timeout(self.ctx.config.response_timeout, writer.send(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Error::Closed),

@@ -92,7 +92,7 @@ struct Shared {
     binds: AtomicU64,
     submits: AtomicU64,
     /// Receipts sent and not answered yet: sequence number → (PDU, tries so far).
-    receipts_out: Mutex<HashMap<u32, (Pdu, u32)>>,
+    receipts_out: Mutex<HashMap<u32, (BytesMut, u32)>>,
     receipts_refused: AtomicU64,
     receipts_resent: AtomicU64,
     /// Cancelled by `shutdown`: the accept loop and every connection watch it.
@@ -483,15 +483,17 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
                                 let rseq = shared.next_seq();
-                                shared.track_receipt(rseq, rpdu.clone(), 0);
-                                let dcmd = Command::new(CommandStatus::EsmeRok, rseq, rpdu);
-                                let _ = tx.send(pdu::encode(&dcmd)).await;
+                                let frame =
+                                    pdu::encode(&Command::new(CommandStatus::EsmeRok, rseq, rpdu));
+                                shared.track_receipt(rseq, &frame, 0);
+                                let _ = tx.send(frame).await;
                             });
                         }
                         Some(rpdu) => {
                             let rseq = shared.next_seq();
-                            shared.track_receipt(rseq, rpdu.clone(), 0);
-                            let dcmd = Command::new(CommandStatus::EsmeRok, rseq, rpdu);
+                            let frame =
+                                pdu::encode(&Command::new(CommandStatus::EsmeRok, rseq, rpdu));
+                            shared.track_receipt(rseq, &frame, 0);
                             let other = if b.receipt_on_other_bind {
                                 shared.other_conn(conn_id)
                             } else {
@@ -500,9 +502,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             if b.receipt_before_resp {
                                 match &other {
                                     Some(o) => {
-                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                        let _ = o.send(frame).await;
                                     }
-                                    None => pdu::encode_into(&dcmd, &mut out),
+                                    None => out.extend_from_slice(&frame),
                                 }
                                 pdu::encode_into(&resp, &mut out);
                             } else {
@@ -511,9 +513,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                                     Some(o) => {
                                         // After our resp is on the wire.
                                         let _ = tx.send(out.split()).await;
-                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                        let _ = o.send(frame).await;
                                     }
-                                    None => pdu::encode_into(&dcmd, &mut out),
+                                    None => out.extend_from_slice(&frame),
                                 }
                             }
                         }

@@ -4,11 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use rusmpp::{Command, CommandStatus, Pdu};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use crate::smpp::pdu;
 
 /// How long before a receipt the ESME refused (non-zero response status) is sent again.
 pub const RECEIPT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
@@ -18,12 +16,12 @@ const RECEIPT_TRIES: u32 = 200;
 const TRACK_RECEIPTS: usize = 100_000;
 
 impl Shared {
-    /// Remembers a receipt until the ESME answers it.
-    pub(super) fn track_receipt(&self, seq: u32, pdu: Pdu, tries: u32) {
+    /// Remembers a receipt (its encoded frame) until the ESME answers it.
+    pub(super) fn track_receipt(&self, seq: u32, frame: &[u8], tries: u32) {
         if let Ok(mut out) = self.receipts_out.lock()
             && out.len() < TRACK_RECEIPTS
         {
-            out.insert(seq, (pdu, tries));
+            out.insert(seq, (BytesMut::from(frame), tries));
         }
     }
 
@@ -36,7 +34,7 @@ impl Shared {
         conn_id: u64,
         conn: mpsc::Sender<BytesMut>,
     ) {
-        let Some((pdu, tries)) = self
+        let Some((mut frame, tries)) = self
             .receipts_out
             .lock()
             .ok()
@@ -66,15 +64,11 @@ impl Shared {
                 conn
             };
             let rseq = shared.next_seq();
-            shared.track_receipt(rseq, pdu.clone(), tries + 1);
+            // The same PDU under a new sequence number (header octets 12..16).
+            frame[12..16].copy_from_slice(&rseq.to_be_bytes());
+            shared.track_receipt(rseq, &frame, tries + 1);
             shared.receipts_resent.fetch_add(1, Ordering::Relaxed);
-            let _ = tx
-                .send(pdu::encode(&Command::new(
-                    CommandStatus::EsmeRok,
-                    rseq,
-                    pdu,
-                )))
-                .await;
+            let _ = tx.send(frame).await;
         });
     }
 }
