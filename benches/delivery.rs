@@ -122,6 +122,8 @@ async fn smpp(n: usize) {
         outbox.push(job).await.unwrap();
     }
     let (mut submitted, mut receipts) = (0, 0);
+    // Answered the way the delivery tracker answers: gathered while more events wait.
+    let mut acks = otpgate::smpp::AckBatch::default();
     let mut all_submitted = Duration::ZERO;
     while receipts < n {
         match ev_rx.recv().await {
@@ -132,11 +134,14 @@ async fn smpp(n: usize) {
                 }
             }
             Some(DeliveryEvent::Receipt { ack, .. }) => {
-                ack.answer(0);
+                ack.answer_into(0, &mut acks);
                 receipts += 1;
             }
             Some(_) => {}
             None => break,
+        }
+        if ev_rx.is_empty() || acks.len() >= 256 {
+            acks.flush();
         }
     }
     let elapsed = started.elapsed();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Engine, status_of_stat};
 use crate::outbox::{Body, Job, Priority};
-use crate::smpp::{DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
+use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
 use crate::store::{DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status, Store};
 
 /// Why a message is `submitted` with nothing more to come.
@@ -32,26 +32,30 @@ pub(super) enum Step {
 }
 
 impl Engine {
-    /// Applies one step; returns what the store could not take (to retry, in order).
-    pub(super) async fn apply(&self, step: Step) -> Vec<Step> {
+    /// Applies one step; returns what the store could not take (to retry, in order). The
+    /// answers to receipts go into `acks`.
+    pub(super) async fn apply(&self, step: Step, acks: &mut AckBatch) -> Vec<Step> {
         match step {
-            Step::Event(ev) => self.event(ev).await,
+            Step::Event(ev) => self.event(ev, acks).await,
             Step::Correlate {
                 message_id,
                 smsc,
                 ids,
-            } => self.correlate(message_id, smsc, ids).await,
+            } => self.correlate(message_id, smsc, ids, acks).await,
             Step::Final {
                 smsc,
                 message_id,
                 parts,
                 stat,
                 ack,
-            } => self.final_receipt(smsc, message_id, parts, stat, ack).await,
+            } => {
+                self.final_receipt(smsc, message_id, parts, stat, ack, acks)
+                    .await
+            }
         }
     }
 
-    async fn event(&self, ev: DeliveryEvent) -> Vec<Step> {
+    async fn event(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
         let now_ms = self.tracker.clock.now_ms();
         let update = match &ev {
             DeliveryEvent::Submitted {
@@ -73,7 +77,7 @@ impl Engine {
                 at_ms: now_ms,
                 error: Some("validity ended before an SMSC accepted it".into()),
             },
-            DeliveryEvent::Receipt { .. } => return self.receipt(ev).await,
+            DeliveryEvent::Receipt { .. } => return self.receipt(ev, acks).await,
         };
         let message_id = match &ev {
             DeliveryEvent::Submitted { message_id, .. }
@@ -99,7 +103,7 @@ impl Engine {
                     tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
                     return Vec::new();
                 }
-                self.correlate(message_id, smsc, ids).await
+                self.correlate(message_id, smsc, ids, acks).await
             }
             DeliveryEvent::Failed { smsc, .. } => {
                 metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
@@ -114,7 +118,13 @@ impl Engine {
         }
     }
 
-    async fn correlate(&self, message_id: String, smsc: Arc<str>, ids: Vec<String>) -> Vec<Step> {
+    async fn correlate(
+        &self,
+        message_id: String,
+        smsc: Arc<str>,
+        ids: Vec<String>,
+        acks: &mut AckBatch,
+    ) -> Vec<Step> {
         let now_ms = self.tracker.clock.now_ms();
         let early = self
             .tracker
@@ -143,7 +153,7 @@ impl Engine {
                 ack: None,
             };
             if left.is_empty() {
-                left = Box::pin(self.apply(step)).await;
+                left = Box::pin(self.apply(step, acks)).await;
             } else {
                 left.push(step);
             }
@@ -151,7 +161,7 @@ impl Engine {
         left
     }
 
-    async fn receipt(&self, ev: DeliveryEvent) -> Vec<Step> {
+    async fn receipt(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
         let DeliveryEvent::Receipt {
             smsc,
             smsc_message_id,
@@ -162,13 +172,13 @@ impl Engine {
             return Vec::new();
         };
         if status_of_stat(&stat).is_none() {
-            ack.answer(0);
+            ack.answer_into(0, acks);
             return Vec::new();
         }
         if !self.may_try_store() {
             metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                 .increment(1);
-            ack.answer(ESME_RX_T_APPN);
+            ack.answer_into(ESME_RX_T_APPN, acks);
             return Vec::new();
         }
         let now_ms = self.tracker.clock.now_ms();
@@ -184,16 +194,16 @@ impl Engine {
                 metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                     .increment(1);
                 tracing::debug!(smsc = %smsc, error = %e, "store down; receipt answered ESME_RX_T_APPN");
-                ack.answer(ESME_RX_T_APPN);
+                ack.answer_into(ESME_RX_T_APPN, acks);
                 Vec::new()
             }
             Ok(None) => {
                 tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
-                ack.answer(0);
+                ack.answer_into(0, acks);
                 Vec::new()
             }
             Ok(Some((message_id, parts))) => {
-                self.final_receipt(smsc, message_id, parts, stat, Some(ack))
+                self.final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
                     .await
             }
         }
@@ -206,10 +216,11 @@ impl Engine {
         parts: u32,
         stat: String,
         ack: Option<ReceiptAck>,
+        acks: &mut AckBatch,
     ) -> Vec<Step> {
         let Some(status) = status_of_stat(&stat) else {
             if let Some(ack) = ack {
-                ack.answer(0);
+                ack.answer_into(0, acks);
             }
             return Vec::new();
         };
@@ -256,7 +267,7 @@ impl Engine {
             }
         };
         if let Some(ack) = ack {
-            ack.answer(0);
+            ack.answer_into(0, acks);
         }
         match outcome {
             PartOutcome::Pending => {}

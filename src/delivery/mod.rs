@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::outbox::{Outbox, Routing};
-use crate::smpp::{DeliveryEvent, EventSink};
+use crate::smpp::{AckBatch, DeliveryEvent, EventSink};
 use crate::store::{AnyStore, DeliveryStatus};
 
 use apply::Step;
@@ -130,8 +130,15 @@ async fn work(engine: Arc<Engine>, rx: Arc<Mutex<mpsc::Receiver<DeliveryEvent>>>
     let mut retry_at: Option<Instant> = None;
     let mut delay = RETRY_FIRST;
     let mut open = true;
+    // Receipt answers, written when no event is waiting (or every 256): fewer writes and wake-ups.
+    let mut acks = AckBatch::default();
     loop {
+        let next_is_queued = open && parked.len() < MAX_PARKED && !rx.is_empty();
+        if !acks.is_empty() && (!next_is_queued || acks.len() >= 256) {
+            acks.flush();
+        }
         if !open && parked.is_empty() {
+            acks.flush();
             return;
         }
         let stopping = engine.stop.is_cancelled();
@@ -146,7 +153,7 @@ async fn work(engine: Arc<Engine>, rx: Arc<Mutex<mpsc::Receiver<DeliveryEvent>>>
             _ = sleep_until(wake), if retry_at.is_some() || (stopping && !parked.is_empty()) => {
                 // In order; the first that fails again means the store is still down.
                 while let Some(step) = parked.pop_front() {
-                    let left = engine.apply(step).await;
+                    let left = engine.apply(step, &mut acks).await;
                     if !left.is_empty() {
                         for step in left.into_iter().rev() {
                             parked.push_front(step);
@@ -174,7 +181,7 @@ async fn work(engine: Arc<Engine>, rx: Arc<Mutex<mpsc::Receiver<DeliveryEvent>>>
                 // Behind what is parked (same order), unless it is a receipt: those are
                 // answered now either way.
                 let left = if parked.is_empty() || matches!(ev, DeliveryEvent::Receipt { .. }) {
-                    engine.apply(Step::Event(ev)).await
+                    engine.apply(Step::Event(ev), &mut acks).await
                 } else {
                     vec![Step::Event(ev)]
                 };

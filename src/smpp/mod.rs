@@ -92,10 +92,15 @@ impl ReceiptAck {
 
     /// Sends `deliver_sm_resp` (or `data_sm_resp`) with `status` on the connection the receipt
     /// came on; nothing when that connection is gone (the SMSC will send it again). Never waits:
-    /// when the connection's writer is full (the SMSC reads slowly, maybe because its session
-    /// waits for this tracker), the answer is queued by a task of its own, so the tracker and
-    /// the session can never wait for each other.
-    pub fn answer(mut self, status: u32) {
+    /// see [`AckBatch::flush`].
+    pub fn answer(self, status: u32) {
+        let mut batch = AckBatch::default();
+        self.answer_into(status, &mut batch);
+        batch.flush();
+    }
+
+    /// Adds the answer to `batch` (answers for one connection share one write).
+    pub fn answer_into(mut self, status: u32, batch: &mut AckBatch) {
         let Some(writer) = self.writer.take() else {
             return;
         };
@@ -105,17 +110,58 @@ impl ReceiptAck {
         } else {
             0x8000_0005
         };
-        let mut frame = bytes::BytesMut::with_capacity(17);
-        for word in [17, id, status, self.sequence_number] {
-            frame.extend_from_slice(&word.to_be_bytes());
+        let mut frame = [0u8; 17];
+        for (i, word) in [17, id, status, self.sequence_number]
+            .into_iter()
+            .enumerate()
+        {
+            frame[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
         }
-        frame.extend_from_slice(&[0]);
-        match writer.try_send(frame) {
-            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
-            Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
-                tokio::spawn(async move {
-                    let _ = writer.send(bytes).await;
-                });
+        match batch
+            .items
+            .iter_mut()
+            .find(|(w, _)| w.same_channel(&writer))
+        {
+            Some((_, bytes)) => bytes.extend_from_slice(&frame),
+            None => batch
+                .items
+                .push((writer, bytes::BytesMut::from(&frame[..]))),
+        }
+        batch.answers += 1;
+    }
+}
+
+/// Receipt answers gathered by one delivery worker, written per connection in one go.
+#[derive(Default)]
+pub struct AckBatch {
+    items: Vec<(tokio::sync::mpsc::Sender<bytes::BytesMut>, bytes::BytesMut)>,
+    answers: usize,
+}
+
+impl AckBatch {
+    /// Answers gathered and not flushed yet.
+    pub fn len(&self) -> usize {
+        self.answers
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers == 0
+    }
+
+    /// Hands the answers to their connections' writers. Never waits: when a writer is full
+    /// (the SMSC reads slowly, maybe because its session waits for the delivery tracker), the
+    /// answers are queued by a task of their own, so the tracker and a session can never wait
+    /// for each other.
+    pub fn flush(&mut self) {
+        self.answers = 0;
+        for (writer, bytes) in self.items.drain(..) {
+            match writer.try_send(bytes) {
+                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
+                    tokio::spawn(async move {
+                        let _ = writer.send(bytes).await;
+                    });
+                }
             }
         }
     }
