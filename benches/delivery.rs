@@ -79,7 +79,7 @@ async fn smpp(n: usize) {
         std::slice::from_ref(&status),
     ));
     let outbox = Outbox::Memory(Arc::new(MemoryOutbox::new(n + 10)));
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ev_tx, mut ev_rx) = otpgate::smpp::EventSink::channel(n + 10);
     let stop = tokio_util::sync::CancellationToken::new();
     let ctx = BindContext {
         config: Arc::new(smsc),
@@ -94,6 +94,7 @@ async fn smpp(n: usize) {
         }),
         limiter: None,
         events: ev_tx,
+        clock: otpgate::clock::Clock::system(),
         shutdown: stop.clone(),
         shutdown_grace: Duration::from_secs(1),
     };
@@ -122,6 +123,8 @@ async fn smpp(n: usize) {
         outbox.push(job).await.unwrap();
     }
     let (mut submitted, mut receipts) = (0, 0);
+    // Answered the way the delivery tracker answers: gathered while more events wait.
+    let mut acks = otpgate::smpp::AckBatch::default();
     let mut all_submitted = Duration::ZERO;
     while receipts < n {
         match ev_rx.recv().await {
@@ -131,9 +134,15 @@ async fn smpp(n: usize) {
                     all_submitted = started.elapsed();
                 }
             }
-            Some(DeliveryEvent::Receipt { .. }) => receipts += 1,
+            Some(DeliveryEvent::Receipt { ack, .. }) => {
+                ack.answer_into(0, &mut acks);
+                receipts += 1;
+            }
             Some(_) => {}
             None => break,
+        }
+        if ev_rx.is_empty() || acks.len() >= 256 {
+            acks.flush();
         }
     }
     let elapsed = started.elapsed();

@@ -46,8 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, StoreBackend};
-use crate::smpp::session::{BindContext, run_bind};
-use crate::smpp::{SmscStatus, sim};
+use crate::smpp::SmscStatus;
 use crate::store::Stores;
 
 /// Why the daemon could not start.
@@ -212,67 +211,40 @@ pub async fn run(
             )
         }
     };
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let smpp_stop = CancellationToken::new();
-    let mut bind_tasks = Vec::new();
-    let mut simulators = Vec::new();
-    for (smsc, (status, served)) in config
-        .smpp
-        .smsc
-        .iter()
-        .zip(statuses.iter().zip(routing.smscs.iter()))
-    {
-        let address = if smsc.simulator {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| StartError::Io {
-                    what: format!("simulator for {}", smsc.name),
-                    source: e,
-                })?;
-            let h = sim::start(
-                l,
-                sim::SimConfig {
-                    print: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| StartError::Io {
-                what: format!("simulator for {}", smsc.name),
-                source: e,
-            })?;
-            tracing::info!(smsc = %smsc.name, address = %h.addr(), "built-in SMSC simulator started");
-            let a = h.addr().to_string();
-            simulators.push(h);
-            a
-        } else {
-            smsc.address.clone()
-        };
-        let ctx = BindContext {
-            config: Arc::new(smsc.clone()),
-            address,
-            status: status.clone(),
-            outbox: outbox.clone(),
-            routing: routing.clone(),
-            routes: served.routes.clone(),
-            composer: composer.clone(),
-            limiter: smpp::session::throughput_limiter(smsc.throughput),
-            events: events_tx.clone(),
-            shutdown: smpp_stop.clone(),
-            shutdown_grace: config.server.shutdown_grace,
-        };
-        for i in 0..smsc.binds {
-            bind_tasks.push(tokio::spawn(run_bind(ctx.clone(), i)));
-        }
-    }
-    drop(events_tx);
-    let delivery = tokio::spawn(delivery::run(
+    // Receipt and submit results: concurrent shards with Redis; one with the memory store,
+    // whose correlate/match_receipt are not atomic with each other.
+    let delivery_shards = match config.store.backend {
+        StoreBackend::Memory => 1,
+        StoreBackend::Redis => 16,
+    };
+    let delivery_stop = CancellationToken::new();
+    let (events, delivery) = delivery::start(
         delivery::Tracker {
             store: store.clone(),
             outbox: outbox.clone(),
             routing: routing.clone(),
+            clock: options.clock.clone(),
         },
-        events_rx,
-    ));
+        delivery_shards,
+        1024,
+        delivery_stop.clone(),
+    );
+    let smpp_stop = CancellationToken::new();
+    let mut binds = smpp::binds::start(
+        &config.smpp.smsc,
+        &statuses,
+        smpp::binds::Shared {
+            outbox: outbox.clone(),
+            routing: routing.clone(),
+            composer: composer.clone(),
+            events,
+            clock: options.clock.clone(),
+            shutdown: smpp_stop.clone(),
+            shutdown_grace: config.server.shutdown_grace,
+        },
+    )
+    .await
+    .map_err(|(what, source)| StartError::Io { what, source })?;
 
     let phones = phone::PhonePolicy::new(
         &config.phone.default_region,
@@ -319,15 +291,20 @@ pub async fn run(
     api::serve::serve(listener, app, shutdown, options.http.unwrap_or_default()).await;
     tracing::info!("HTTP stopped; draining SMS queue and unbinding");
     smpp_stop.cancel();
-    for t in bind_tasks {
-        let _ = t.await;
+    let drained_by = tokio::time::Instant::now() + config.server.shutdown_grace;
+    binds.unbound().await;
+    // The tracker ends once the sessions are gone and it applied their events; what the store
+    // cannot take by the end of the grace is given up.
+    let mut delivery = delivery;
+    if tokio::time::timeout_at(drained_by, &mut delivery)
+        .await
+        .is_err()
+    {
+        delivery_stop.cancel();
+        let _ = delivery.await;
     }
-    let _ = delivery.await;
     outbox.flush(Duration::from_secs(5)).await;
-    for s in simulators {
-        s.shutdown();
-        s.stopped().await;
-    }
+    binds.stop_simulators().await;
     if let Some(w) = watchdog {
         w.abort();
     }

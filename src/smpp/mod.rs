@@ -1,11 +1,17 @@
 //! SMPP 3.4, ESME side: our session actor over the rusmpp codec, and the built-in SMSC simulator.
 //!
 //! - [`pdu`]: framing, the PDUs we build, receipts.
-//! - [`session`]: one bind — connect, bind_transceiver, window of submits, enquire_link,
-//!   receipts, reconnect with backoff, unbind on shutdown.
+//! - [`session`]: one bind — supervisor (reconnect with backoff, restart after a panic),
+//!   connection (bind_transceiver, reader, writer, enquire_link, unbind on shutdown), window
+//!   (in-flight messages, timeouts, throttling).
+//! - [`binds`]: starts every bind of every SMSC (and the built-in simulators).
 //! - [`sim`]: the SMSC simulator (`otpgate smsc-sim`, `simulator = true`).
+//!
+//! Sessions report to the delivery tracker through an [`EventSink`] (bounded); a receipt
+//! carries its [`ReceiptAck`], answered by the tracker once the store kept it.
 
 pub mod addressing;
+pub mod binds;
 pub mod config;
 pub mod pdu;
 pub mod session;
@@ -15,12 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the sessions report about messages, consumed by the delivery tracker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum DeliveryEvent {
     /// Every part was accepted by an SMSC (`submit_sm_resp` OK).
     Submitted {
         message_id: String,
         smsc: Arc<str>,
+        /// The id the SMSC gave each part, in part order (as given: possibly empty, possibly
+        /// the same for several parts).
         smsc_message_ids: Vec<String>,
     },
     /// Refused for good (permanent SMPP error), with the status.
@@ -31,12 +39,180 @@ pub enum DeliveryEvent {
     },
     /// Its validity ended before an SMSC accepted it; it was not sent.
     Expired { message_id: String },
-    /// A delivery receipt arrived.
+    /// A delivery receipt arrived; the SMSC waits for [`ReceiptAck::answer`].
     Receipt {
         smsc: Arc<str>,
         smsc_message_id: String,
         stat: String,
+        ack: ReceiptAck,
     },
+}
+
+impl DeliveryEvent {
+    /// What the delivery tracker shards on: events with the same key are applied in order.
+    /// A message's submit result by its id; a receipt by the SMSC's id (its message id is not
+    /// known before the store matched it).
+    pub fn shard_key(&self) -> &str {
+        match self {
+            DeliveryEvent::Submitted { message_id, .. }
+            | DeliveryEvent::Failed { message_id, .. }
+            | DeliveryEvent::Expired { message_id } => message_id,
+            DeliveryEvent::Receipt {
+                smsc_message_id, ..
+            } => smsc_message_id,
+        }
+    }
+}
+
+/// The answer a receipt's `deliver_sm` (or `data_sm`) waits for. The SMSC is answered only
+/// once the receipt is kept (contract §6 "Receipts are kept before they are acknowledged"):
+/// `ESME_ROK` then, [`ESME_RX_T_APPN`] while the store is down, so that it sends it again.
+/// Dropped without an answer (a test, a worker that died), the SMSC gets none and sends the
+/// receipt again after its own response timeout.
+pub struct ReceiptAck {
+    writer: Option<tokio::sync::mpsc::Sender<bytes::BytesMut>>,
+    sequence_number: u32,
+    data_sm: bool,
+}
+
+/// "Temporary application error": the SMSC should deliver the PDU again later.
+pub const ESME_RX_T_APPN: u32 = 0x0000_0064;
+
+impl ReceiptAck {
+    pub(crate) fn new(
+        writer: tokio::sync::mpsc::Sender<bytes::BytesMut>,
+        sequence_number: u32,
+        data_sm: bool,
+    ) -> ReceiptAck {
+        ReceiptAck {
+            writer: Some(writer),
+            sequence_number,
+            data_sm,
+        }
+    }
+
+    /// Sends `deliver_sm_resp` (or `data_sm_resp`) with `status` on the connection the receipt
+    /// came on; nothing when that connection is gone (the SMSC will send it again). Never waits:
+    /// see [`AckBatch::flush`].
+    pub fn answer(self, status: u32) {
+        let mut batch = AckBatch::default();
+        self.answer_into(status, &mut batch);
+        batch.flush();
+    }
+
+    /// Adds the answer to `batch` (answers for one connection share one write).
+    pub fn answer_into(mut self, status: u32, batch: &mut AckBatch) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        // Header and an empty message_id: 17 octets, written directly.
+        let id: u32 = if self.data_sm {
+            0x8000_0103
+        } else {
+            0x8000_0005
+        };
+        let mut frame = [0u8; 17];
+        for (i, word) in [17, id, status, self.sequence_number]
+            .into_iter()
+            .enumerate()
+        {
+            frame[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+        }
+        match batch
+            .items
+            .iter_mut()
+            .find(|(w, _)| w.same_channel(&writer))
+        {
+            Some((_, bytes)) => bytes.extend_from_slice(&frame),
+            None => batch
+                .items
+                .push((writer, bytes::BytesMut::from(&frame[..]))),
+        }
+        batch.answers += 1;
+    }
+}
+
+/// Receipt answers gathered by one delivery worker, written per connection in one go.
+#[derive(Default)]
+pub struct AckBatch {
+    items: Vec<(tokio::sync::mpsc::Sender<bytes::BytesMut>, bytes::BytesMut)>,
+    answers: usize,
+}
+
+impl AckBatch {
+    /// Answers gathered and not flushed yet.
+    pub fn len(&self) -> usize {
+        self.answers
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers == 0
+    }
+
+    /// Hands the answers to their connections' writers. Never waits: when a writer is full
+    /// (the SMSC reads slowly, maybe because its session waits for the delivery tracker), the
+    /// answers are queued by a task of their own, so the tracker and a session can never wait
+    /// for each other.
+    pub fn flush(&mut self) {
+        self.answers = 0;
+        for (writer, bytes) in self.items.drain(..) {
+            match writer.try_send(bytes) {
+                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
+                    tokio::spawn(async move {
+                        let _ = writer.send(bytes).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ReceiptAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptAck")
+            .field("sequence_number", &self.sequence_number)
+            .field("data_sm", &self.data_sm)
+            .finish()
+    }
+}
+
+/// Where sessions put their [`DeliveryEvent`]s: bounded channels, one per shard of the delivery
+/// tracker, chosen by [`DeliveryEvent::shard_key`]. A full shard makes the session wait, so it
+/// stops reading from the SMSC: a flood slows the SMSC, not the heap.
+#[derive(Clone)]
+pub struct EventSink {
+    shards: Arc<[tokio::sync::mpsc::Sender<DeliveryEvent>]>,
+}
+
+impl EventSink {
+    pub fn new(shards: Vec<tokio::sync::mpsc::Sender<DeliveryEvent>>) -> EventSink {
+        EventSink {
+            shards: shards.into(),
+        }
+    }
+
+    /// One shard with room for `capacity` events, and its receiving end (tests, benches).
+    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<DeliveryEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (EventSink::new(vec![tx]), rx)
+    }
+
+    /// Waits for room in the event's shard; gives the event back when the tracker is gone.
+    pub async fn send(&self, ev: DeliveryEvent) -> Result<(), DeliveryEvent> {
+        use std::hash::{Hash, Hasher};
+        let shard = if self.shards.len() <= 1 {
+            0
+        } else {
+            let mut h = std::hash::DefaultHasher::new();
+            ev.shard_key().hash(&mut h);
+            (h.finish() % self.shards.len() as u64) as usize
+        };
+        match self.shards.get(shard) {
+            Some(tx) => tx.send(ev).await.map_err(|e| e.0),
+            None => Err(ev),
+        }
+    }
 }
 
 /// Live state of one SMSC, shared with `/readyz` and metrics.

@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use rusmpp::decode::DecodeWithLength;
 use rusmpp::encode::Length;
 use rusmpp::encode::owned::Encode;
-use rusmpp::pdus::{DeliverSm, SubmitSm};
+use rusmpp::pdus::{DataSm, DeliverSm, SubmitSm};
 use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue, TlvValue};
 use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{
@@ -117,8 +117,19 @@ pub struct SubmitParams<'a> {
     pub reference: u16,
 }
 
-/// The submit_sm PDUs of a message, in part order.
-pub fn submit_sms(seg: &Segments, p: &SubmitParams<'_>) -> Vec<SubmitSm> {
+/// The most parts a concatenated message can have (UDH and SAR count parts in one octet).
+pub const MAX_PARTS: usize = 255;
+
+/// A message too long to be sent in `udh` or `sar` parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{parts} parts: at most {max} can be concatenated", max = MAX_PARTS)]
+pub struct TooManyParts {
+    pub parts: usize,
+}
+
+/// The submit_sm PDUs of a message, in part order; more than [`MAX_PARTS`] parts in `udh` or
+/// `sar` mode is an error (their part numbers are one octet).
+pub fn submit_sms(seg: &Segments, p: &SubmitParams<'_>) -> Result<Vec<SubmitSm>, TooManyParts> {
     let base = || {
         SubmitSm::builder()
             .service_type(ServiceType::default())
@@ -136,15 +147,21 @@ pub fn submit_sms(seg: &Segments, p: &SubmitParams<'_>) -> Vec<SubmitSm> {
             .sm_default_msg_id(0)
     };
     let total = seg.parts.len();
+    if total > MAX_PARTS && p.mode != LongMessages::Payload {
+        return Err(TooManyParts { parts: total });
+    }
+    // Within MAX_PARTS: part numbers fit one octet.
+    let total_u8 = total.min(MAX_PARTS) as u8;
+    let number = |i: usize| (i + 1).min(MAX_PARTS) as u8;
     if total == 1 {
-        return vec![
+        return Ok(vec![
             base()
                 .esm_class(EsmClass::from(0x00))
                 .short_message(octets(&seg.parts[0]))
                 .build(),
-        ];
+        ]);
     }
-    match p.mode {
+    Ok(match p.mode {
         LongMessages::Payload => vec![
             base()
                 .esm_class(EsmClass::from(0x00))
@@ -160,14 +177,7 @@ pub fn submit_sms(seg: &Segments, p: &SubmitParams<'_>) -> Vec<SubmitSm> {
             .enumerate()
             .map(|(i, part)| {
                 let mut sm = Vec::with_capacity(6 + part.len());
-                sm.extend_from_slice(&[
-                    0x05,
-                    0x00,
-                    0x03,
-                    p.reference as u8,
-                    total as u8,
-                    i as u8 + 1,
-                ]);
+                sm.extend_from_slice(&[0x05, 0x00, 0x03, p.reference as u8, total_u8, number(i)]);
                 sm.extend_from_slice(part);
                 base()
                     .esm_class(EsmClass::from(0x40))
@@ -184,16 +194,14 @@ pub fn submit_sms(seg: &Segments, p: &SubmitParams<'_>) -> Vec<SubmitSm> {
                     .esm_class(EsmClass::from(0x00))
                     .short_message(octets(part))
                     .push_tlv(MessageSubmissionRequestTlvValue::SarMsgRefNum(p.reference))
-                    .push_tlv(MessageSubmissionRequestTlvValue::SarTotalSegments(
-                        total as u8,
-                    ))
-                    .push_tlv(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(
-                        i as u8 + 1,
-                    ))
+                    .push_tlv(MessageSubmissionRequestTlvValue::SarTotalSegments(total_u8))
+                    .push_tlv(MessageSubmissionRequestTlvValue::SarSegmentSeqnum(number(
+                        i,
+                    )))
                     .build()
             })
             .collect(),
-    }
+    })
 }
 
 fn octets(b: &[u8]) -> OctetString<0, 255> {
@@ -266,10 +274,19 @@ pub fn is_receipt(esm_class: u8) -> bool {
 /// Reads a receipt from TLVs (`receipted_message_id`, `message_state`) or, failing that, from
 /// the `id:… stat:… err:…` text of short_message / message_payload.
 pub fn parse_receipt(dsm: &DeliverSm) -> Option<Receipt> {
+    receipt_of(dsm.tlvs(), dsm.short_message().as_ref())
+}
+
+/// The same for a receipt sent as `data_sm` (TLVs only; the text in message_payload).
+pub fn parse_data_sm_receipt(dsm: &DataSm) -> Option<Receipt> {
+    receipt_of(dsm.tlvs(), &[])
+}
+
+fn receipt_of(tlvs: &[rusmpp::tlvs::Tlv], short_message: &[u8]) -> Option<Receipt> {
     let mut tlv_id = None;
     let mut tlv_state = None;
     let mut payload: Option<Vec<u8>> = None;
-    for tlv in dsm.tlvs() {
+    for tlv in tlvs {
         match tlv.value() {
             Some(TlvValue::ReceiptedMessageId(id)) => tlv_id = Some(id.as_str().to_owned()),
             Some(TlvValue::MessageState(s)) => tlv_state = Some(*s),
@@ -277,7 +294,7 @@ pub fn parse_receipt(dsm: &DeliverSm) -> Option<Receipt> {
             _ => {}
         }
     }
-    let body = payload.unwrap_or_else(|| dsm.short_message().as_ref().to_vec());
+    let body = payload.unwrap_or_else(|| short_message.to_vec());
     let text = String::from_utf8_lossy(&body);
     let from_text = parse_receipt_text(&text);
     let message_id = tlv_id
@@ -377,6 +394,32 @@ pub fn receipt_deliver_sm(
     }
 }
 
+/// A receipt sent as data_sm, the text in message_payload (used by the simulator).
+pub fn receipt_data_sm(
+    smsc_message_id: &str,
+    stat: &str,
+    from: &str,
+    to: &str,
+    date: &str,
+) -> DataSm {
+    let text = format!(
+        "id:{smsc_message_id} sub:001 dlvrd:000 submit date:{date} done date:{date} stat:{stat} err:000 text:"
+    );
+    DataSm::builder()
+        .source_addr_ton(Ton::International)
+        .source_addr_npi(Npi::Isdn)
+        .source_addr(coctet(to))
+        .dest_addr_ton(Ton::Unknown)
+        .dest_addr_npi(Npi::Unknown)
+        .destination_addr(coctet(from))
+        .esm_class(EsmClass::from(0x04))
+        .data_coding(DataCoding::from(0))
+        .tlvs(vec![MessageSubmissionRequestTlvValue::MessagePayload(
+            MessagePayload::new(AnyOctetString::from_slice(text.as_bytes())),
+        )])
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +434,31 @@ mod tests {
         assert_eq!(r.stat, "DELIVRD");
         assert_eq!(r.err.as_deref(), Some("000"));
         assert!(parse_receipt_text("hello there").is_none());
+    }
+
+    #[test]
+    fn more_than_255_concatenated_parts_is_an_error() {
+        let seg = crate::sms::split(&"a".repeat(153 * 256));
+        assert_eq!(seg.parts.len(), 256);
+        let source = (Ton::Alphanumeric, Npi::Unknown, "otpgate".to_owned());
+        let mut p = SubmitParams {
+            source: &source,
+            destination: "85366000000",
+            validity_secs: 60,
+            mode: LongMessages::Udh,
+            reference: 1,
+        };
+        assert_eq!(
+            submit_sms(&seg, &p).err(),
+            Some(TooManyParts { parts: 256 })
+        );
+        p.mode = LongMessages::Sar;
+        assert!(submit_sms(&seg, &p).is_err());
+        p.mode = LongMessages::Payload;
+        assert_eq!(submit_sms(&seg, &p).map(|v| v.len()), Ok(1));
+        let seg = crate::sms::split(&"a".repeat(153 * 255));
+        p.mode = LongMessages::Udh;
+        assert_eq!(submit_sms(&seg, &p).map(|v| v.len()), Ok(255));
     }
 
     #[test]

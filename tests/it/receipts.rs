@@ -1,6 +1,8 @@
 //! Delivery receipts against both stores: ids in hex or decimal, with or without leading zeros,
 //! receipts before the submit_sm_resp, on another bind, without TLVs; multi-part messages;
-//! an UNDELIV code re-sent once through the other SMSC; a code never submitted after expiry.
+//! an UNDELIV code re-sent once through the other SMSC; a code never submitted after expiry;
+//! receipts that flow while the Redis store is cut are kept (the SMSC sends again what was
+//! answered ESME_RX_T_APPN) and every message ends with its own receipt's status.
 
 use std::time::Duration;
 
@@ -141,7 +143,8 @@ both_stores! {
         assert!(rx_a.try_recv().is_err(), "not sent to A again");
         let sim_b = otpgate::smpp::sim::start(tokio::net::TcpListener::bind(addr_b).await.unwrap(), Default::default()).unwrap();
         let mut rx_b = sim_b.subscribe();
-        let again = tokio::time::timeout(Duration::from_secs(10), rx_b.recv()).await.expect("re-sent via B").unwrap();
+        // B binds at its next reconnect attempt: up to 30 s of backoff (± 20%) after it started.
+        let again = tokio::time::timeout(Duration::from_secs(40), rx_b.recv()).await.expect("re-sent via B").unwrap();
         assert_eq!(again.text, first.text, "the same code");
         delivery_of(&d, &id, "delivered").await;
         // Once only: undeliverable at B too stays undeliverable.
@@ -174,4 +177,119 @@ both_stores! {
         assert_eq!(sim.submits(), 0, "nothing submitted");
         d.stop().await;
     }
+}
+
+/// The status the simulator's receipt gives message `i` of the outage test, and the message
+/// status it must lead to.
+fn outage_stat(i: usize) -> (&'static str, &'static str) {
+    match i % 10 {
+        3 => ("UNDELIV", "undeliverable"),
+        7 => ("EXPIRED", "expired"),
+        _ => ("DELIVRD", "delivered"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_flowing_while_the_store_is_cut_are_all_kept() {
+    const N: usize = 1000;
+    require_redis().await;
+    let proxy = Proxy::start(redis_addr()).await;
+    let sim = start_sim().await;
+    let url = format!("redis://{}", proxy.addr);
+    let d = TestDaemon::start_with(Backend::Redis, sim.clone(), "", move |c| {
+        c.store.redis_url = url
+    })
+    .await;
+    // Hex ids that all start with a letter: no id can be read as another's decimal spelling
+    // (crossed receipts are issue 9 item 3, tested on their own; this test is about keeping).
+    sim.set_next_message_id(0xA000_0000);
+    // Receipts come 2 s after each submit: most of them while the store is away.
+    sim.update(|b| {
+        b.receipt_delay = Duration::from_secs(2);
+        for i in 0..N {
+            let (stat, _) = outage_stat(i);
+            if stat != "DELIVRD" {
+                b.stat_for.insert(format!("8536627{i:04}"), stat.to_owned());
+            }
+        }
+    });
+    let mut ids = vec![String::new(); N];
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let http = d.http.clone();
+            let url = format!("{}/v1/messages", d.base);
+            let body = json!({"to": format!("+8536627{i:04}"), "text": format!("r{i}")});
+            batch.push(tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(TOKEN_A)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                let v: Value = r.json().await.unwrap();
+                (i, v["id"].as_str().unwrap().to_owned())
+            }));
+        }
+        for t in batch {
+            let (i, id) = t.await.unwrap();
+            ids[i] = id;
+        }
+    }
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.up();
+
+    // Every message ends with the status of its own receipt (90 s at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut open: Vec<usize> = (0..N).collect();
+    while !open.is_empty() {
+        let mut still = Vec::new();
+        for chunk in open.chunks(50) {
+            let mut batch = Vec::new();
+            for &i in chunk {
+                let (http, base, id) = (d.http.clone(), d.base.clone(), ids[i].clone());
+                batch.push(tokio::spawn(async move {
+                    let r = http
+                        .get(format!("{base}/v1/messages/{id}"))
+                        .bearer_auth(TOKEN_A)
+                        .send()
+                        .await;
+                    let v: Value = match r {
+                        Ok(r) => r.json().await.unwrap_or(Value::Null),
+                        Err(_) => Value::Null,
+                    };
+                    (i, v)
+                }));
+            }
+            for t in batch {
+                let (i, v) = t.await.unwrap();
+                let (_, want) = outage_stat(i);
+                if v["status"] != want {
+                    assert!(
+                        v["status"] == "submitted" || v["status"] == "queued" || v.is_null(),
+                        "message {i} ended {v}, not {want}"
+                    );
+                    still.push(i);
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline || still.is_empty(),
+            "{} of {N} messages never got their receipt's status",
+            still.len()
+        );
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        sim.receipts_refused() > 0,
+        "the store was cut while receipts flowed: some were answered ESME_RX_T_APPN"
+    );
+    assert!(sim.receipts_resent() > 0, "and the SMSC sent them again");
+    d.stop().await;
 }

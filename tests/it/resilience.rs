@@ -1,7 +1,9 @@
 //! Delivery under faults, 2,000 messages each: the SMSC drops the connection every second,
 //! throttles 30% of submits, or stops while a second SMSC of the route takes over. Every message
 //! must arrive at an SMSC at least once, and at most once more when it was in flight.
-//! Also: routing by the longest prefix, and the throughput cap.
+//! Also: routing by the longest prefix, and the throughput cap; a session task that panics is
+//! restarted (the SMSC shows `down` until it binds again, queued and in-flight messages still
+//! go); a daemon stopped while its SMSC is down returns within `shutdown_grace` + 1 s.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -141,18 +143,26 @@ both_stores! {
         sim_b.addr()
     );
     let d = TestDaemon::start_with(b, sim_a.clone(), &second, |_| {}).await;
-    let mut stopped = false;
-    let a = sim_a.clone();
     let sims = [&sim_a, &sim_b];
-    let (_, seen) = tokio::join!(
-        send_burst(&d, N, "+8536632"),
-        collect(&sims, N, move || {
-            if !stopped {
-                a.shutdown();
-                stopped = true;
+    // A stops mid-burst: once 100 messages arrived (a timer could fire after the burst ended,
+    // and then nothing would have been tested).
+    let stop_a = async {
+        for _ in 0..6000 {
+            let arrived = sim_a.received().len() + sim_b.received().len();
+            if arrived >= 100 {
+                sim_a.shutdown();
+                return arrived;
             }
-        })
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not even 100 messages arrived in 30 s");
+    };
+    let (_, seen, arrived_at_stop) = tokio::join!(
+        send_burst(&d, N, "+8536632"),
+        collect(&sims, N, || {}),
+        stop_a
     );
+    assert!(arrived_at_stop < N, "A stopped before the burst was over");
     assert_each_once(&seen, N, 64);
     let at_b = sim_b.received().len();
     assert!(at_b > 0, "B took over");
@@ -250,4 +260,73 @@ async fn response_timeouts_retry_on_the_other_smsc() {
         "some went to A first and timed out there"
     );
     d.stop().await;
+}
+
+both_stores! {
+    async fn a_panicking_session_is_restarted_and_its_messages_still_go(b: Backend) {
+    let sim = start_sim().await;
+    let d = TestDaemon::start_with(b, sim.clone(), "", |_| {}).await;
+    let sims = [&sim];
+    // A burst in flight when the session panics, and more queued while it is down.
+    let (_, seen) = tokio::join!(
+        async {
+            send_burst(&d, 200, "+8536635").await;
+            otpgate::smpp::session::panic_next_session_to(&sim.addr().to_string());
+            let mut down = None;
+            for _ in 0..250 {
+                let (s, body) = d.get("", "/readyz").await;
+                if body["smsc"]["sim"] == "down" {
+                    down = Some(s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(down, Some(503), "/readyz shows the SMSC down after the panic");
+            // Queued while no session runs (numbers 0200..0399 of the same prefix).
+            let mut j = 200;
+            while j < 400 {
+                let (s, body, _) = d
+                    .post(TOKEN_A, "/v1/messages", json!({"to": format!("+8536635{j:04}"), "text": format!("m{j}")}))
+                    .await;
+                assert_eq!(s, 202, "{body}");
+                j += 1;
+            }
+        },
+        collect(&sims, 400, || {})
+    );
+    assert_each_once(&seen, 400, 64);
+    d.wait_ready().await;
+    assert!(sim.binds() >= 2, "bound again after the panic");
+    d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_while_the_smsc_is_down_returns_within_the_grace() {
+    // Nothing listens at the SMSC's address: every connect fails and the backoff grows.
+    let parked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = parked.local_addr().unwrap();
+    drop(parked);
+    let d = TestDaemon::start_unready(Backend::Memory, start_sim().await, &addr.to_string()).await;
+    let grace = d.config.server.shutdown_grace;
+    assert_eq!(grace, Duration::from_secs(2));
+    // A queued message keeps the drain going until the deadline.
+    let (s, body, _) = d
+        .post(
+            TOKEN_A,
+            "/v1/messages",
+            json!({"to": "+85366360001", "text": "never sent"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    // Let the backoff grow past the grace (1 s, 2 s, then a 4 s wait).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let started = Instant::now();
+    d.stop().await;
+    let took = started.elapsed();
+    // A correctness bound (the drain deadline), not a speed measurement.
+    assert!(
+        took < grace + Duration::from_secs(1),
+        "stopped after {took:?}"
+    );
 }

@@ -1,7 +1,10 @@
 //! The SMPP session against the simulator over real TCP: texts reassemble exactly in every
 //! `long_messages` mode (property test over random GSM, extension, CJK and emoji texts),
 //! a malformed PDU is answered with generic_nack while the session lives on, and the session
-//! reconnects after the SMSC restarts.
+//! reconnects after the SMSC restarts. SMPP corners: alert_notification gets no response;
+//! receipts as data_sm are applied and answered; ESME_RINVBNDSTS makes the session bind again;
+//! an SMSC giving every part the same id, or an empty id, leaves no message waiting for ever;
+//! a peer that stops reading ends the session, its writer and its socket.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -312,4 +315,190 @@ async fn a_stopped_simulator_serves_no_connection() {
             .await
             .expect("the port is free once stopped() returns");
     }
+}
+
+/// The status of message `id` once it is `want` (5 s at most).
+async fn message_becomes(d: &TestDaemon, id: &str, want: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..250 {
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/messages/{id}")).await;
+        if v["status"] == want {
+            return v;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("message never {want}: {last}");
+}
+
+async fn post_text(d: &TestDaemon, to: &str, text: &str) -> String {
+    let (s, v, _) = d
+        .post(TOKEN_A, "/v1/messages", json!({"to": to, "text": text}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_notification_gets_no_response() {
+    let sim = start_sim().await;
+    let bind = bind_to(&sim.addr().to_string(), LongMessages::Udh).await;
+    // alert_notification (0x00000102), then an unknown command id as a marker: responses go
+    // in order, so once the marker's generic_nack is in, the alert was handled.
+    sim.inject_raw(&[
+        0, 0, 0, 24, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 77, 1, 1, b'1', 0, 1, 1, b'2', 0,
+    ])
+    .await;
+    sim.inject_raw(&[0, 0, 0, 16, 0, 0, 0x0F, 0x0F, 0, 0, 0, 0, 0, 0, 0x30, 0x3A])
+        .await;
+    for _ in 0..100 {
+        if sim.generic_nacks_received() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        sim.generic_nacks_received(),
+        1,
+        "only the marker was nacked"
+    );
+    assert!(bind.status.is_bound());
+    bind.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_sent_as_data_sm_are_applied_and_answered() {
+    let sim = start_sim().await;
+    sim.update(|b| b.receipt_as_data_sm = true);
+    let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
+    let id = post_text(&d, "+85366100021", "data_sm receipt").await;
+    message_becomes(&d, &id, "delivered").await;
+    assert_eq!(
+        sim.generic_nacks_received(),
+        0,
+        "data_sm answered, not nacked"
+    );
+    assert_eq!(sim.receipts_refused(), 0, "answered data_sm_resp OK");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_bound_status_makes_the_session_bind_again() {
+    let sim = start_sim().await;
+    sim.set_submit_status(0x04); // ESME_RINVBNDSTS
+    let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
+    let mut rx = sim.subscribe();
+    post_text(&d, "+85366100022", "after a rebind").await;
+    for _ in 0..250 {
+        if sim.binds() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sim.binds() >= 2, "bound again after ESME_RINVBNDSTS");
+    sim.set_submit_status(0);
+    let m = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        .await
+        .expect("sent after the rebind")
+        .unwrap();
+    assert_eq!(m.text.as_deref(), Some("after a rebind"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_for_every_part_settles_the_message() {
+    let sim = start_sim().await;
+    sim.update(|b| b.fixed_message_id = Some("5A5A".into()));
+    let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
+    let id = post_text(&d, "+85366100023", &"a".repeat(400)).await;
+    let v = message_becomes(&d, &id, "delivered").await;
+    assert_eq!(v["parts"], 3, "{v}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_id_is_submitted_with_no_receipt_expected() {
+    let sim = start_sim().await;
+    sim.update(|b| b.fixed_message_id = Some(String::new()));
+    let d = TestDaemon::start_with(Backend::Memory, sim.clone(), "", |_| {}).await;
+    let id = post_text(&d, "+85366100024", "no id").await;
+    let mut last = serde_json::Value::Null;
+    for _ in 0..250 {
+        let (_, v) = d.get(TOKEN_A, &format!("/v1/messages/{id}")).await;
+        if v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no message id"))
+        {
+            last = v;
+            break;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last["status"], "submitted", "{last}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no receipt")),
+        "says why no receipt will come: {last}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_ends_the_session_and_its_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let smsc = SmscConfig {
+        name: "sim".into(),
+        window: 64,
+        response_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let bind = start_bind(&addr, smsc, false).await;
+    let (first, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("a bind")
+        .unwrap();
+    let (mut r, mut w) = first.into_split();
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head).await.unwrap();
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut body = vec![0u8; len - 16];
+    r.read_exact(&mut body).await.unwrap();
+    let resp = rusmpp::Command::new(
+        rusmpp::CommandStatus::EsmeRok,
+        1,
+        rusmpp::Pdu::BindTransceiverResp(Default::default()),
+    );
+    w.write_all(&otpgate::smpp::pdu::encode(&resp))
+        .await
+        .unwrap();
+    // From now on the peer sends enquire_links and reads nothing: our answers pile up.
+    let flood = tokio::spawn(async move {
+        let mut chunk = Vec::new();
+        for seq in 0..1000u32 {
+            let e = rusmpp::Command::new(
+                rusmpp::CommandStatus::EsmeRok,
+                seq + 2,
+                rusmpp::Pdu::EnquireLink,
+            );
+            chunk.extend_from_slice(&otpgate::smpp::pdu::encode(&e));
+        }
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    // The session gives up on the stalled writes and binds again...
+    let (_second, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("a new bind after the stalled session")
+        .unwrap();
+    // ...and the stalled connection is gone: the peer's writes fail.
+    tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .expect("the old socket is closed by the daemon")
+        .unwrap();
+    drop(r);
+    bind.stop.cancel();
 }

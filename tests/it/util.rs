@@ -362,7 +362,7 @@ macro_rules! both_stores {
 /// One SMPP bind driven directly (no HTTP): jobs go into its outbox, events come out.
 pub struct Bind {
     pub outbox: otpgate::outbox::Outbox,
-    pub events: tokio::sync::mpsc::UnboundedReceiver<otpgate::smpp::DeliveryEvent>,
+    pub events: tokio::sync::mpsc::Receiver<otpgate::smpp::DeliveryEvent>,
     pub status: std::sync::Arc<otpgate::smpp::SmscStatus>,
     pub stop: tokio_util::sync::CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
@@ -376,7 +376,8 @@ pub async fn start_bind(addr: &str, smsc: otpgate::config::SmscConfig, wait_boun
     use otpgate::smpp::session::{BindContext, run_bind, throughput_limiter};
     use std::sync::Arc;
     let outbox = Outbox::Memory(Arc::new(MemoryOutbox::new(100_000)));
-    let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Room for every event of a test that reads them only at its end.
+    let (ev_tx, ev_rx) = otpgate::smpp::EventSink::channel(100_000);
     let status = SmscStatus::new(&smsc.name);
     let routing = Arc::new(Routing::new(
         std::slice::from_ref(&smsc),
@@ -396,6 +397,7 @@ pub async fn start_bind(addr: &str, smsc: otpgate::config::SmscConfig, wait_boun
         composer,
         limiter: throughput_limiter(smsc.throughput),
         events: ev_tx,
+        clock: otpgate::clock::Clock::system(),
         shutdown: stop.clone(),
         shutdown_grace: Duration::from_secs(2),
         config: Arc::new(smsc),

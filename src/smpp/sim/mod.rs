@@ -3,8 +3,10 @@
 //! It accepts binds (any credentials unless some are set), answers every submit_sm with a
 //! unique message id, reassembles concatenated messages (UDH, SAR TLVs, message_payload),
 //! decodes their text, reports each message (to stdout as one JSON line, and to in-process
-//! subscribers), and sends a delivery receipt per part when one was requested. Tests drive
-//! faults through [`SimHandle`]: raw bytes to the ESMEs, error statuses, dropped connections.
+//! subscribers), and sends a delivery receipt per part when one was requested — again, after
+//! [`RECEIPT_RETRY_DELAY`], when the ESME answers it with an error status, as a real SMSC does.
+//! Tests drive faults through [`SimHandle`]: raw bytes to the ESMEs, error statuses, dropped
+//! connections, receipts as data_sm.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +16,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use rusmpp::pdus::{BindTransceiverResp, SubmitSmResp};
-use rusmpp::tlvs::TlvValue;
 use rusmpp::types::COctetString;
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use serde::Serialize;
@@ -24,10 +25,18 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::pdu::{self, Frame};
-use crate::sms::encoding;
+
+mod behavior;
+mod reassembly;
+mod receipts;
+
+pub use behavior::{Behavior, IdFormat};
+use reassembly::{Assembly, take_part};
 
 /// How many received messages `SimHandle::received` keeps.
 const KEEP_RECEIVED: usize = 10_000;
+
+pub use receipts::RECEIPT_RETRY_DELAY;
 
 /// Simulator settings.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +91,10 @@ struct Shared {
     generic_nacks: AtomicU64,
     binds: AtomicU64,
     submits: AtomicU64,
+    /// Receipts sent and not answered yet: sequence number → (PDU, tries so far).
+    receipts_out: Mutex<HashMap<u32, (BytesMut, u32)>>,
+    receipts_refused: AtomicU64,
+    receipts_resent: AtomicU64,
     /// Cancelled by `shutdown`: the accept loop and every connection watch it.
     stop: CancellationToken,
     /// Cancelled once the accept loop has ended and the listener is closed.
@@ -124,9 +137,24 @@ impl SimHandle {
         self.inner.submits.load(Ordering::Relaxed)
     }
 
+    /// Receipts the ESMEs answered with a non-zero status (e.g. ESME_RX_T_APPN).
+    pub fn receipts_refused(&self) -> u64 {
+        self.inner.receipts_refused.load(Ordering::Relaxed)
+    }
+
+    /// Receipts sent again after such an answer.
+    pub fn receipts_resent(&self) -> u64 {
+        self.inner.receipts_resent.load(Ordering::Relaxed)
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.inner.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// The next message ids are `n`, `n + 1`, …
+    pub fn set_next_message_id(&self, n: u64) {
+        self.inner.next_id.store(n, Ordering::Relaxed);
     }
 
     /// Answer every submit_sm with this status from now on (0 = OK).
@@ -179,54 +207,6 @@ impl SimHandle {
     }
 }
 
-/// How message ids are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdFormat {
-    /// Upper-case hex, `1A2B`.
-    #[default]
-    Hex,
-    /// Decimal, `6699`.
-    Decimal,
-    /// Upper-case hex padded with zeros to 10 characters, `0000001A2B`.
-    PaddedHex,
-    /// Decimal padded with zeros to 10 characters.
-    PaddedDecimal,
-}
-
-impl IdFormat {
-    fn write(self, n: u64) -> String {
-        match self {
-            IdFormat::Hex => format!("{n:X}"),
-            IdFormat::Decimal => n.to_string(),
-            IdFormat::PaddedHex => format!("{n:010X}"),
-            IdFormat::PaddedDecimal => format!("{n:010}"),
-        }
-    }
-}
-
-/// Fault and format settings, changed at run time through [`SimHandle::update`].
-#[derive(Debug, Clone, Default)]
-pub struct Behavior {
-    /// Answer every submit_sm with this status (0 = accept).
-    pub submit_status: u32,
-    /// Answer this share of submits (percent) with ESME_RTHROTTLED.
-    pub throttle_percent: u8,
-    /// Accept submits without ever answering (to provoke response timeouts).
-    pub ignore_submits: bool,
-    /// How submit_sm_resp writes the message id.
-    pub id_format: IdFormat,
-    /// How the receipt writes the same id.
-    pub receipt_id_format: IdFormat,
-    /// Send the receipt before the submit_sm_resp.
-    pub receipt_before_resp: bool,
-    /// Send the receipt on another bind of the same SMSC when there is one.
-    pub receipt_on_other_bind: bool,
-    /// Receipt stat per destination (default `DELIVRD`).
-    pub stat_for: HashMap<String, String>,
-    /// Leave the receipted_message_id / message_state TLVs out: only the receipt text.
-    pub receipt_text_only: bool,
-}
-
 impl Shared {
     fn behavior(&self) -> Arc<Behavior> {
         self.behavior.lock().map(|b| b.clone()).unwrap_or_default()
@@ -265,6 +245,9 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         generic_nacks: AtomicU64::new(0),
         binds: AtomicU64::new(0),
         submits: AtomicU64::new(0),
+        receipts_out: Mutex::new(HashMap::new()),
+        receipts_refused: AtomicU64::new(0),
+        receipts_resent: AtomicU64::new(0),
         stop: CancellationToken::new(),
         closed: CancellationToken::new(),
         kill_conns: Mutex::new(CancellationToken::new()),
@@ -297,13 +280,6 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
     Ok(SimHandle { inner })
 }
 
-/// Parts of a concatenated message collected so far.
-struct Assembly {
-    parts: Vec<Option<Vec<u8>>>,
-    ids: Vec<String>,
-    first: Received,
-}
-
 async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut write_half) = stream.into_split();
@@ -312,10 +288,22 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
     if let Ok(mut c) = shared.conns.lock() {
         c.insert(conn_id, tx.clone());
     }
+    // Ends with the connection even while tasks that send delayed or repeated receipts still
+    // hold a sender: nothing is written on a connection after it ended.
+    let done = CancellationToken::new();
+    let writer_done = done.clone();
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut out = BytesMut::with_capacity(64 * 1024);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = writer_done.cancelled() => break,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
             out.unsplit(first);
             while let Ok(more) = rx.try_recv() {
                 out.extend_from_slice(&more);
@@ -327,6 +315,18 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 break;
             }
             out.clear();
+        }
+        // What the connection queued last (an unbind_resp) still goes out.
+        out.clear();
+        while let Ok(more) = rx.try_recv() {
+            out.extend_from_slice(&more);
+        }
+        if !out.is_empty() {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                write_half.write_all(&out),
+            )
+            .await;
         }
     });
 
@@ -342,6 +342,10 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 Ok(0) | Err(_) => break 'conn,
                 Ok(_) => {}
             },
+        }
+        // A stop that came while we read: what was read is not served.
+        if kill.is_cancelled() || shared.stop.is_cancelled() {
+            break 'conn;
         }
         let mut out = BytesMut::new();
         loop {
@@ -429,15 +433,31 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                         continue;
                     }
                     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let id = b.id_format.write(n);
+                    let id = match &b.fixed_message_id {
+                        Some(fixed) => fixed.clone(),
+                        None => b.id_format.write(n),
+                    };
+                    let receipt_id = match &b.fixed_message_id {
+                        Some(fixed) => fixed.clone(),
+                        None => b.receipt_id_format.write(n),
+                    };
                     let registered = u8::from(sm.registered_delivery);
                     let from = sm.source_addr.as_str().to_owned();
                     let to = sm.destination_addr.as_str().to_owned();
                     let receipt = (registered & 0x03 != 0).then(|| {
                         let date = sim_date();
                         let stat = b.stat_for.get(&to).map_or("DELIVRD", String::as_str);
+                        if b.receipt_as_data_sm {
+                            return Pdu::DataSm(pdu::receipt_data_sm(
+                                &receipt_id,
+                                stat,
+                                &from,
+                                &to,
+                                &date,
+                            ));
+                        }
                         let mut dsm = pdu::receipt_deliver_sm(
-                            &b.receipt_id_format.write(n),
+                            &receipt_id,
                             stat,
                             &from,
                             &to,
@@ -446,7 +466,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             !b.receipt_text_only,
                         );
                         dsm.esm_class = rusmpp::values::EsmClass::from(0x04);
-                        dsm
+                        Pdu::DeliverSm(dsm)
                     });
                     let resp = SubmitSmResp::builder()
                         .message_id(COctetString::from_str_checked(&id))
@@ -457,10 +477,23 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                     }
                     match receipt {
                         None => pdu::encode_into(&resp, &mut out),
-                        Some(dsm) => {
+                        Some(rpdu) if !b.receipt_delay.is_zero() => {
+                            pdu::encode_into(&resp, &mut out);
+                            let (shared, tx, delay) = (shared.clone(), tx.clone(), b.receipt_delay);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let rseq = shared.next_seq();
+                                let frame =
+                                    pdu::encode(&Command::new(CommandStatus::EsmeRok, rseq, rpdu));
+                                shared.track_receipt(rseq, &frame, 0);
+                                let _ = tx.send(frame).await;
+                            });
+                        }
+                        Some(rpdu) => {
                             let rseq = shared.next_seq();
-                            let dcmd =
-                                Command::new(CommandStatus::EsmeRok, rseq, Pdu::DeliverSm(dsm));
+                            let frame =
+                                pdu::encode(&Command::new(CommandStatus::EsmeRok, rseq, rpdu));
+                            shared.track_receipt(rseq, &frame, 0);
                             let other = if b.receipt_on_other_bind {
                                 shared.other_conn(conn_id)
                             } else {
@@ -469,9 +502,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                             if b.receipt_before_resp {
                                 match &other {
                                     Some(o) => {
-                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                        let _ = o.send(frame).await;
                                     }
-                                    None => pdu::encode_into(&dcmd, &mut out),
+                                    None => out.extend_from_slice(&frame),
                                 }
                                 pdu::encode_into(&resp, &mut out);
                             } else {
@@ -480,9 +513,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                                     Some(o) => {
                                         // After our resp is on the wire.
                                         let _ = tx.send(out.split()).await;
-                                        let _ = o.send(pdu::encode(&dcmd)).await;
+                                        let _ = o.send(frame).await;
                                     }
-                                    None => pdu::encode_into(&dcmd, &mut out),
+                                    None => out.extend_from_slice(&frame),
                                 }
                             }
                         }
@@ -505,6 +538,9 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
                 Some(Pdu::GenericNack) => {
                     shared.generic_nacks.fetch_add(1, Ordering::Relaxed);
                 }
+                Some(Pdu::DeliverSmResp(_)) | Some(Pdu::DataSmResp(_)) => {
+                    shared.receipt_answered(s, u32::from(cmd.status()), conn_id, tx.clone());
+                }
                 _ => {
                     let id = u32::from(cmd.id());
                     if !pdu::is_response(id) {
@@ -521,6 +557,7 @@ async fn serve_conn(shared: Arc<Shared>, stream: TcpStream, kill: CancellationTo
         c.remove(&conn_id);
     }
     drop(tx);
+    done.cancel();
     let _ = writer.await;
 }
 
@@ -561,111 +598,4 @@ fn publish(shared: &Shared, msg: Received) {
         r.push_back(msg.clone());
     }
     let _ = shared.events.send(msg);
-}
-
-/// Adds one submit_sm to its message; returns the message when it is complete.
-fn take_part(
-    assemblies: &mut HashMap<(String, u16, u8), Assembly>,
-    sm: &rusmpp::pdus::SubmitSm,
-    id: String,
-) -> Option<Received> {
-    let esm = u8::from(sm.esm_class);
-    let dc = u8::from(sm.data_coding);
-    let body = sm.short_message().as_ref();
-    let mut sar = (None, None, None);
-    let mut payload = None;
-    for tlv in sm.tlvs() {
-        match tlv.value() {
-            Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
-            Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
-            Some(TlvValue::SarSegmentSeqnum(n)) => sar.2 = Some(*n),
-            Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref().to_vec()),
-            _ => {}
-        }
-    }
-    let mut base = Received {
-        source_addr: sm.source_addr.as_str().to_owned(),
-        source_addr_ton: u8::from(sm.source_addr_ton),
-        source_addr_npi: u8::from(sm.source_addr_npi),
-        destination_addr: sm.destination_addr.as_str().to_owned(),
-        dest_addr_ton: u8::from(sm.dest_addr_ton),
-        dest_addr_npi: u8::from(sm.dest_addr_npi),
-        data_coding: dc,
-        esm_class: esm,
-        registered_delivery: u8::from(sm.registered_delivery),
-        validity_period: String::from_utf8_lossy(sm.validity_period.as_ref())
-            .trim_end_matches('\0')
-            .to_owned(),
-        concatenation: "single",
-        parts: 1,
-        text: None,
-        message_ids: vec![id.clone()],
-    };
-    // Where this part sits: (reference, total, index, bytes).
-    let located: Option<(u16, u8, u8, Vec<u8>)> = if let Some(p) = payload {
-        base.concatenation = "payload";
-        base.text = encoding::decode(dc, &p).ok();
-        return Some(base);
-    } else if esm & 0x40 != 0 {
-        parse_udh(body).map(|(r, t, i, hdr_len)| (r, t, i, body[hdr_len..].to_vec()))
-    } else if let (Some(r), Some(t), Some(i)) = sar {
-        Some((r, t, i, body.to_vec()))
-    } else {
-        None
-    };
-    let Some((reference, total, index, bytes)) = located else {
-        base.text = encoding::decode(dc, body).ok();
-        return Some(base);
-    };
-    base.concatenation = if esm & 0x40 != 0 { "udh" } else { "sar" };
-    if total <= 1 {
-        base.text = encoding::decode(dc, &bytes).ok();
-        return Some(base);
-    }
-    let key = (base.destination_addr.clone(), reference, total);
-    let a = assemblies.entry(key.clone()).or_insert_with(|| Assembly {
-        parts: vec![None; total as usize],
-        ids: vec![String::new(); total as usize],
-        first: base.clone(),
-    });
-    let i = (index as usize).saturating_sub(1);
-    if i < a.parts.len() {
-        a.parts[i] = Some(bytes);
-        a.ids[i] = id;
-    }
-    if a.parts.iter().all(Option::is_some) {
-        let a = assemblies.remove(&key)?;
-        let whole: Vec<u8> = a.parts.into_iter().flatten().flatten().collect();
-        let mut msg = a.first;
-        msg.parts = total as usize;
-        msg.text = encoding::decode(dc, &whole).ok();
-        msg.message_ids = a.ids;
-        return Some(msg);
-    }
-    None
-}
-
-/// Reads a concatenation IE from a UDH: (reference, total, index, header length).
-fn parse_udh(body: &[u8]) -> Option<(u16, u8, u8, usize)> {
-    let udhl = *body.first()? as usize;
-    let hdr = body.get(1..1 + udhl)?;
-    let mut i = 0;
-    while i + 2 <= hdr.len() {
-        let (iei, len) = (hdr[i], hdr[i + 1] as usize);
-        let data = hdr.get(i + 2..i + 2 + len)?;
-        match (iei, len) {
-            (0x00, 3) => return Some((data[0] as u16, data[1], data[2], 1 + udhl)),
-            (0x08, 4) => {
-                return Some((
-                    u16::from_be_bytes([data[0], data[1]]),
-                    data[2],
-                    data[3],
-                    1 + udhl,
-                ));
-            }
-            _ => {}
-        }
-        i += 2 + len;
-    }
-    None
 }

@@ -1,0 +1,402 @@
+//! Applying one step to the store: a session's event, or what is left of it after a store
+//! error (so a retry never repeats what the store already took).
+
+use std::sync::Arc;
+
+use super::{Engine, status_of_stat};
+use crate::outbox::{Body, Job, Priority};
+use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
+use crate::store::{DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status};
+
+/// Why a message is `submitted` with nothing more to come.
+const NO_RECEIPT_ID: &str = "the SMSC gave no message id: no receipt can be matched";
+
+/// Work for the store.
+pub(super) enum Step {
+    Event(DeliveryEvent),
+    /// A message's status is `submitted`; its receipt ids are still to be recorded.
+    Correlate {
+        message_id: String,
+        smsc: Arc<str>,
+        ids: Vec<String>,
+    },
+    /// A final receipt matched to its message (the correlation is taken: only this step knows
+    /// it any more), to record; its SMSC is answered after.
+    Final {
+        smsc: Arc<str>,
+        message_id: String,
+        parts: u32,
+        stat: String,
+        ack: Option<ReceiptAck>,
+    },
+}
+
+impl Engine {
+    /// Applies one step; returns what the store could not take (to retry, in order). The
+    /// answers to receipts go into `acks`.
+    pub(super) async fn apply(&self, step: Step, acks: &mut AckBatch) -> Vec<Step> {
+        match step {
+            Step::Event(ev) => self.event(ev, acks).await,
+            Step::Correlate {
+                message_id,
+                smsc,
+                ids,
+            } => self.correlate(message_id, smsc, ids, acks).await,
+            Step::Final {
+                smsc,
+                message_id,
+                parts,
+                stat,
+                ack,
+            } => {
+                self.final_receipt(smsc, message_id, parts, stat, ack, acks)
+                    .await
+            }
+        }
+    }
+
+    async fn event(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
+        let now_ms = self.tracker.clock.now_ms();
+        let update = match &ev {
+            DeliveryEvent::Submitted {
+                smsc_message_ids, ..
+            } => MessageUpdate {
+                status: DeliveryStatus::Submitted,
+                at_ms: now_ms,
+                error: receipt_ids(smsc_message_ids)
+                    .is_empty()
+                    .then(|| NO_RECEIPT_ID.to_owned()),
+            },
+            DeliveryEvent::Failed { error, .. } => MessageUpdate {
+                status: DeliveryStatus::Failed,
+                at_ms: now_ms,
+                error: Some(error.clone()),
+            },
+            DeliveryEvent::Expired { .. } => MessageUpdate {
+                status: DeliveryStatus::Expired,
+                at_ms: now_ms,
+                error: Some("validity ended before an SMSC accepted it".into()),
+            },
+            DeliveryEvent::Receipt { .. } => return self.receipt(ev, acks).await,
+        };
+        let message_id = match &ev {
+            DeliveryEvent::Submitted { message_id, .. }
+            | DeliveryEvent::Failed { message_id, .. }
+            | DeliveryEvent::Expired { message_id } => message_id,
+            DeliveryEvent::Receipt { .. } => return Vec::new(),
+        };
+        let done = self
+            .tracker
+            .store
+            .messages
+            .update(message_id, &update)
+            .await;
+        self.mark(done.is_ok());
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "message status not recorded; parked");
+            return vec![Step::Event(ev)];
+        }
+        match ev {
+            DeliveryEvent::Submitted {
+                message_id,
+                smsc,
+                smsc_message_ids,
+            } => {
+                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted").increment(1);
+                let ids = receipt_ids(&smsc_message_ids);
+                if ids.is_empty() {
+                    tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
+                    return Vec::new();
+                }
+                self.correlate(message_id, smsc, ids, acks).await
+            }
+            DeliveryEvent::Failed { smsc, .. } => {
+                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
+                Vec::new()
+            }
+            DeliveryEvent::Expired { .. } => {
+                metrics::counter!("otpgate_sms_total", "smsc" => "none", "status" => "expired")
+                    .increment(1);
+                Vec::new()
+            }
+            DeliveryEvent::Receipt { .. } => Vec::new(),
+        }
+    }
+
+    async fn correlate(
+        &self,
+        message_id: String,
+        smsc: Arc<str>,
+        ids: Vec<String>,
+        acks: &mut AckBatch,
+    ) -> Vec<Step> {
+        let now_ms = self.tracker.clock.now_ms();
+        let early = self
+            .tracker
+            .store
+            .messages
+            .correlate(&smsc, &ids, &message_id, now_ms)
+            .await;
+        self.mark(early.is_ok());
+        let early = match early {
+            Ok(early) => early,
+            Err(e) => {
+                tracing::debug!(error = %e, "receipt ids not recorded; parked");
+                return vec![Step::Correlate {
+                    message_id,
+                    smsc,
+                    ids,
+                }];
+            }
+        };
+        let mut left = Vec::new();
+        for stat in early {
+            let step = Step::Final {
+                smsc: smsc.clone(),
+                message_id: message_id.clone(),
+                parts: ids.len() as u32,
+                stat,
+                ack: None,
+            };
+            if left.is_empty() {
+                left = Box::pin(self.apply(step, acks)).await;
+            } else {
+                left.push(step);
+            }
+        }
+        left
+    }
+
+    async fn receipt(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
+        let DeliveryEvent::Receipt {
+            smsc,
+            smsc_message_id,
+            stat,
+            ack,
+        } = ev
+        else {
+            return Vec::new();
+        };
+        if status_of_stat(&stat).is_none() {
+            ack.answer_into(0, acks);
+            return Vec::new();
+        }
+        if !self.may_try_store() {
+            metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
+                .increment(1);
+            ack.answer_into(ESME_RX_T_APPN, acks);
+            return Vec::new();
+        }
+        let now_ms = self.tracker.clock.now_ms();
+        let matched = self
+            .tracker
+            .store
+            .messages
+            .match_receipt(&smsc, &smsc_message_id, &stat, now_ms)
+            .await;
+        self.mark(matched.is_ok());
+        match matched {
+            Err(e) => {
+                // Not kept: the SMSC must send it again.
+                metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
+                    .increment(1);
+                tracing::debug!(smsc = %smsc, error = %e, "store down; receipt answered ESME_RX_T_APPN");
+                ack.answer_into(ESME_RX_T_APPN, acks);
+                Vec::new()
+            }
+            Ok(None) => {
+                tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
+                ack.answer_into(0, acks);
+                Vec::new()
+            }
+            Ok(Some((message_id, parts))) => {
+                self.final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
+                    .await
+            }
+        }
+    }
+
+    async fn final_receipt(
+        &self,
+        smsc: Arc<str>,
+        message_id: String,
+        parts: u32,
+        stat: String,
+        ack: Option<ReceiptAck>,
+        acks: &mut AckBatch,
+    ) -> Vec<Step> {
+        let Some(status) = status_of_stat(&stat) else {
+            if let Some(ack) = ack {
+                ack.answer_into(0, acks);
+            }
+            return Vec::new();
+        };
+        let now_ms = self.tracker.clock.now_ms();
+        let resend_job = if status == DeliveryStatus::Undeliverable {
+            let job = self.resend_job(&smsc, &message_id, now_ms).await;
+            self.mark(job.is_ok());
+            match job {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receipt not recorded; parked");
+                    return vec![Step::Final {
+                        smsc,
+                        message_id,
+                        parts,
+                        stat,
+                        ack,
+                    }];
+                }
+            }
+        } else {
+            None
+        };
+        let part = PartReceipt {
+            parts,
+            status,
+            error: (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}")),
+            resend: resend_job.is_some(),
+            at_ms: now_ms,
+        };
+        let outcome = self
+            .tracker
+            .store
+            .messages
+            .record_part(&message_id, &part)
+            .await;
+        self.mark(outcome.is_ok());
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "receipt not recorded; parked");
+                return vec![Step::Final {
+                    smsc,
+                    message_id,
+                    parts,
+                    stat,
+                    ack,
+                }];
+            }
+        };
+        if let Some(ack) = ack {
+            ack.answer_into(0, acks);
+        }
+        match outcome {
+            PartOutcome::Pending => {}
+            PartOutcome::Final(s) => {
+                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => s.as_str()).increment(1);
+            }
+            PartOutcome::Resend => {
+                if let Some(job) = resend_job {
+                    metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_string())
+                        .increment(1);
+                    tracing::info!(smsc = %smsc, message_id = %message_id, "undeliverable code SMS sent again via another SMSC");
+                    if let Err(e) = self.tracker.outbox.push(job).await {
+                        tracing::warn!(message_id = %message_id, error = %e, "could not queue the re-send");
+                    }
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// The job to send an undeliverable code SMS again, when its code is alive and its route
+    /// has an SMSC other than `smsc`.
+    async fn resend_job(
+        &self,
+        smsc: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Job>, crate::store::Error> {
+        let Some(rec) = self.tracker.store.messages.get(message_id).await? else {
+            return Ok(None);
+        };
+        if !rec.owner.starts_with("ver_") {
+            return Ok(None);
+        }
+        let Some(v) = self
+            .tracker
+            .store
+            .verifications
+            .get(&rec.client, &rec.owner)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if v.status_at(now_ms) != Status::Pending || v.message_id != message_id {
+            return Ok(None);
+        }
+        let route = self.tracker.routing.route_of(&v.phone);
+        let other = self
+            .tracker
+            .routing
+            .smscs
+            .iter()
+            .any(|s| &*s.status.name != smsc && s.routes.contains(&route));
+        if !other {
+            return Ok(None);
+        }
+        Ok(Some(Job {
+            exclude: Some(smsc.to_owned()),
+            ..Job::new(
+                message_id.to_owned(),
+                v.phone.clone(),
+                Body::Code {
+                    verification_id: v.id.clone(),
+                    digits: v.digits,
+                    locale: v.locale,
+                    ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
+                    key_id: v.key_id.clone(),
+                },
+                v.expires_at_ms,
+                Priority::Code,
+                route,
+            )
+        }))
+    }
+}
+
+/// The SMSC ids receipts can be matched on: distinct and non-empty, in part order. An SMSC that
+/// gives every part the same id sends receipts we cannot tell apart: one settles the message;
+/// an empty id can never be matched.
+fn receipt_ids(ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !id.is_empty() && !out.contains(id) {
+            out.push(id.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::status_of_stat;
+
+    #[test]
+    fn receipt_ids_skip_empty_and_repeated_ones() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(receipt_ids(&ids(&["A", "A", "A"])), ids(&["A"]));
+        assert_eq!(receipt_ids(&ids(&["", ""])), Vec::<String>::new());
+        assert_eq!(receipt_ids(&ids(&["1", "", "2", "1"])), ids(&["1", "2"]));
+    }
+
+    #[test]
+    fn receipt_stats_map_to_contract_statuses() {
+        assert_eq!(status_of_stat("DELIVRD"), Some(DeliveryStatus::Delivered));
+        assert_eq!(
+            status_of_stat("UNDELIV"),
+            Some(DeliveryStatus::Undeliverable)
+        );
+        assert_eq!(
+            status_of_stat("REJECTD"),
+            Some(DeliveryStatus::Undeliverable)
+        );
+        assert_eq!(status_of_stat("EXPIRED"), Some(DeliveryStatus::Expired));
+        assert_eq!(status_of_stat("DELETED"), Some(DeliveryStatus::Failed));
+        assert_eq!(status_of_stat("UNKNOWN"), Some(DeliveryStatus::Failed));
+        assert_eq!(status_of_stat("ENROUTE"), None);
+        assert_eq!(status_of_stat("ACCEPTD"), None);
+    }
+}
