@@ -40,7 +40,7 @@ pub(super) async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Er
     stream.set_nodelay(true)?;
     let (mut reader, write_half) = stream.into_split();
     let stop = CancellationToken::new();
-    let writer = spawn_writer(write_half, stop.clone());
+    let writer = spawn_writer(write_half, stop.clone(), ctx.config.response_timeout);
     let writer_stop = stop.drop_guard();
 
     let c = &ctx.config;
@@ -105,10 +105,14 @@ pub(super) async fn connect_and_bind(ctx: &BindContext) -> Result<Connection, Er
 
 /// Writes whatever frames are queued, batching those already waiting into one write, until
 /// `stop` (the connection is dropped): then what was queued last gets 200 ms, and the write half
-/// goes — a peer that stopped reading cannot keep this task, or the socket, alive.
+/// goes — a peer that stopped reading cannot keep this task, or the socket, alive. A write that
+/// does not complete within `stall_after` means the peer stopped reading: the writer ends, and
+/// the session's next write finds it closed (however many frames the queue could still hold:
+/// the queue counts frames, not bytes, and a frame can be a whole batch of answers).
 fn spawn_writer(
     mut half: tokio::net::tcp::OwnedWriteHalf,
     stop: CancellationToken,
+    stall_after: Duration,
 ) -> mpsc::Sender<BytesMut> {
     let (tx, mut rx) = mpsc::channel::<BytesMut>(4096);
     tokio::spawn(async move {
@@ -133,7 +137,13 @@ fn spawn_writer(
             let written = tokio::select! {
                 biased;
                 _ = stop.cancelled() => false,
-                r = half.write_all(&out) => r.is_ok(),
+                r = tokio::time::timeout(stall_after, half.write_all(&out)) => match r {
+                    Ok(r) => r.is_ok(),
+                    Err(_) => {
+                        tracing::warn!("SMSC stopped reading: a write waited {stall_after:?}");
+                        false
+                    }
+                },
             };
             if !written {
                 return;
