@@ -294,8 +294,9 @@ impl Verifications {
             ttl_secs,
             key_id: v.key_id.clone(),
         };
-        // Rendered here only to know the encoding and parts; the session renders it again.
-        let seg = sms::split(&self.composer.render(&body));
+        // Rendered here only to know the encoding and parts; the session renders it again. A
+        // new verification is made under the current key, which always renders.
+        let seg = sms::split(&self.composer.render(&body).unwrap_or_default());
         let parts = self.routing.parts_on(&route, &seg);
         let record = MessageRecord::queued(message_id, &v.client, &v.id, seg.coding, parts, now_ms);
         let job = Job::new(

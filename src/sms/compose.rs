@@ -5,6 +5,15 @@ use crate::otp::codes::CodeDeriver;
 use crate::outbox::Body;
 use crate::sms::Templates;
 
+/// Why a job's text cannot be rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The code was made under a server key that is no longer configured: any code computed
+    /// now would be wrong, so nothing is sent (the message fails with this error).
+    #[error("key_unavailable")]
+    KeyUnavailable,
+}
+
 /// Renders a job's text.
 pub struct Composer {
     pub codes: CodeDeriver,
@@ -12,7 +21,7 @@ pub struct Composer {
 }
 
 impl Composer {
-    pub fn render(&self, body: &Body) -> String {
+    pub fn render(&self, body: &Body) -> Result<String, RenderError> {
         match body {
             Body::Code {
                 verification_id,
@@ -21,16 +30,15 @@ impl Composer {
                 ttl_secs,
                 key_id,
             } => {
-                let codes = self.codes.for_key(key_id).unwrap_or_else(|| {
-                    // Only when a retired key was removed while its codes were pending: the
-                    // code sent cannot be right, and the check will say so.
-                    tracing::error!(key_id = %key_id, "code SMS made under a key no longer configured");
-                    &self.codes
-                });
+                let Some(codes) = self.codes.for_key(key_id) else {
+                    // Only when a retired key was removed while its codes were pending.
+                    tracing::error!(key_id = %key_id, "code SMS made under a key no longer configured: not sent");
+                    return Err(RenderError::KeyUnavailable);
+                };
                 let code = codes.numeric("otp", verification_id, *digits);
-                self.templates.code_sms(*locale, &code, *ttl_secs)
+                Ok(self.templates.code_sms(*locale, &code, *ttl_secs))
             }
-            Body::Text { text } => text.clone(),
+            Body::Text { text } => Ok(text.clone()),
         }
     }
 }

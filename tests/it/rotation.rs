@@ -45,7 +45,7 @@ async fn next_code(outbox: &Outbox, svc: &Verifications) -> (String, String) {
         panic!("a code SMS");
     };
     (
-        extract_code(&svc.composer.render(&job.body)),
+        extract_code(&svc.composer.render(&job.body).expect("renders")),
         key_id.clone(),
     )
 }

@@ -146,7 +146,18 @@ impl<'a> Window<'a> {
     pub(super) fn admit(&mut self, job: Job) {
         let key = self.next_key;
         self.next_key += 1;
-        let text = self.ctx.composer.render(&job.body);
+        let text = match self.ctx.composer.render(&job.body) {
+            Ok(t) => t,
+            Err(e) => {
+                self.events.push(DeliveryEvent::Failed {
+                    message_id: job.message_id.clone(),
+                    smsc: self.ctx.status.name.clone(),
+                    error: e.to_string(),
+                });
+                self.settle.push((job, Settle::Done));
+                return;
+            }
+        };
         let seg = sms::split(&text);
         let params = SubmitParams {
             source: self.source,
