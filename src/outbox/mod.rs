@@ -68,6 +68,9 @@ pub enum Body {
     },
     /// A text given as is (notifications, notices).
     Text { text: String },
+    /// An activation SMS; the code is derived from the activation id when rendered. Written
+    /// with the envelope kind [`JOB_KIND_ACTIVATION`], so an older instance leaves it pending.
+    Activation(crate::activation::issue::ActivationSms),
 }
 
 /// One message waiting for an SMSC.
@@ -97,6 +100,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// The envelope kind this job is written with (`k`).
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::Code { .. } | Body::Text { .. } => JOB_KIND_SMS,
+            Body::Activation(_) => JOB_KIND_ACTIVATION,
+        }
+    }
+
     /// A message on its first try.
     pub fn new(
         message_id: String,
@@ -144,10 +155,14 @@ pub enum Error {
 pub const JOB_VERSION: u32 = 1;
 
 /// The kinds of job this version reads.
-pub const JOB_KINDS: [&str; 1] = [JOB_KIND_SMS];
+pub const JOB_KINDS: [&str; 2] = [JOB_KIND_SMS, JOB_KIND_ACTIVATION];
 
 /// An SMS to submit (every job so far).
 pub const JOB_KIND_SMS: &str = "sms";
+
+/// An activation SMS ([`Body::Activation`]): a kind of its own, because an instance from
+/// before activations would not decode its body.
+pub const JOB_KIND_ACTIVATION: &str = "activation_sms";
 
 /// A durable entry as read back.
 #[derive(Debug)]
@@ -324,7 +339,7 @@ mod tests {
             Envelope::Unknown { version: 2, .. }
         ));
         assert!(matches!(
-            Envelope::open(Some("1"), Some("activation_sms"), Some(JOB)),
+            Envelope::open(Some("1"), Some("a_later_kind"), Some(JOB)),
             Envelope::Unknown { version: 1, .. }
         ));
         assert!(matches!(

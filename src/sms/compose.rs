@@ -1,6 +1,9 @@
 //! Composition of an outbox job's text: a code SMS is rendered from its verification's id with
-//! the server key it was made under (so no code is ever queued or stored), a text as given.
+//! the server key it was made under (so no code is ever queued or stored), an activation SMS
+//! from its activation id likewise, a text as given.
 
+use crate::activation::codes::ActivationKeys;
+use crate::activation::issue::render as render_activation;
 use crate::otp::codes::CodeDeriver;
 use crate::outbox::Body;
 use crate::sms::Templates;
@@ -9,10 +12,41 @@ use crate::sms::Templates;
 pub struct Composer {
     pub codes: CodeDeriver,
     pub templates: Templates,
+    /// The activation keys (`None` where no activation SMS is ever sent, e.g. a bare bind in
+    /// tests): an activation job then cannot be rendered.
+    pub activation: Option<ActivationKeys>,
+}
+
+/// Why a job's text cannot be rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The key its code was made under is no longer configured: sending would send a wrong
+    /// code, so the message must fail (error `key_unavailable`).
+    #[error("key_unavailable")]
+    KeyUnavailable,
+}
+
+impl RenderError {
+    /// The message record's `error`.
+    pub fn code(self) -> &'static str {
+        match self {
+            RenderError::KeyUnavailable => "key_unavailable",
+        }
+    }
 }
 
 impl Composer {
+    /// The text of `body`; for a job that cannot be rendered ([`Composer::try_render`]) an
+    /// empty text (and an error log), never a wrong code.
     pub fn render(&self, body: &Body) -> String {
+        self.try_render(body).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "SMS not rendered");
+            String::new()
+        })
+    }
+
+    /// The text of `body`, or why it cannot be sent.
+    pub fn try_render(&self, body: &Body) -> Result<String, RenderError> {
         match body {
             Body::Code {
                 verification_id,
@@ -28,9 +62,14 @@ impl Composer {
                     &self.codes
                 });
                 let code = codes.numeric("otp", verification_id, *digits);
-                self.templates.code_sms(*locale, &code, *ttl_secs)
+                Ok(self.templates.code_sms(*locale, &code, *ttl_secs))
             }
-            Body::Text { text } => text.clone(),
+            Body::Text { text } => Ok(text.clone()),
+            Body::Activation(sms) => self
+                .activation
+                .as_ref()
+                .and_then(|keys| render_activation(keys, &self.templates, sms))
+                .ok_or(RenderError::KeyUnavailable),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! next to a Redis round trip, and a new aggregate is one new trait and one new field of
 //! [`Stores`] rather than a new arm in every dispatching `match`.
 
+pub mod activations;
 pub mod config;
 pub mod connect;
 pub mod events;
@@ -26,6 +27,7 @@ pub mod memory;
 pub mod messages;
 pub mod planned;
 pub mod redis;
+pub mod totp;
 pub mod verifications;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
+pub use activations::ActivationStore;
+pub use totp::TotpStore;
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
 };
@@ -87,6 +91,8 @@ pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub messages: Arc<dyn MessageStore>,
     pub events: Arc<dyn EventStore>,
+    pub activations: Arc<dyn ActivationStore>,
+    pub totp: Arc<dyn TotpStore>,
     health: Arc<dyn Health>,
 }
 
@@ -97,6 +103,8 @@ impl Stores {
             verifications: m.clone(),
             messages: m.clone(),
             events: m.clone(),
+            activations: m.clone(),
+            totp: m.clone(),
             health: m,
         }
     }
@@ -108,6 +116,8 @@ impl Stores {
             verifications: r.clone(),
             messages: r.clone(),
             events: r.clone(),
+            activations: r.clone(),
+            totp: r.clone(),
             health: r,
         }
     }

@@ -18,6 +18,9 @@ use crate::ids;
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 
+pub mod activations;
+pub mod totp;
+
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
