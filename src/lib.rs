@@ -188,8 +188,10 @@ pub async fn run(
     let activation_keys = activation::service::keys_for(&server_keys, &config.activation)
         .map_err(|e| StartError::Config(format!("activation: {e}")))?;
     let sealer = {
-        let retired: Vec<(&str, &[u8; 32])> =
-            server_keys[1..].iter().map(|(i, k)| (i.as_str(), k)).collect();
+        let retired: Vec<(&str, &[u8; 32])> = server_keys[1..]
+            .iter()
+            .map(|(i, k)| (i.as_str(), k))
+            .collect();
         totp::seal::SecretSealer::new((&server_keys[0].0, &server_keys[0].1), &retired)
     };
     let composer = Arc::new(sms::Composer {

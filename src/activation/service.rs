@@ -59,7 +59,8 @@ pub fn keys_for(
     server: &[(String, [u8; 32])],
     config: &ActivationConfig,
 ) -> Result<ActivationKeys, super::codes::KeysError> {
-    let retired: Vec<(&str, &[u8; 32])> = server[1..].iter().map(|(i, k)| (i.as_str(), k)).collect();
+    let retired: Vec<(&str, &[u8; 32])> =
+        server[1..].iter().map(|(i, k)| (i.as_str(), k)).collect();
     ActivationKeys::new(
         (&server[0].0, &server[0].1),
         &retired,
@@ -96,7 +97,8 @@ impl Activations {
         // Rendered here only to know the encoding and parts; the session renders it again.
         let seg = sms::split(&self.composer.render(&body));
         let parts = self.routing.parts_on(&route, &seg);
-        let record = MessageRecord::queued(&a.message_id, &client, &a.id, seg.coding, parts, now_ms);
+        let record =
+            MessageRecord::queued(&a.message_id, &client, &a.id, seg.coding, parts, now_ms);
         let event = AccountEvent::new(EventKind::ActivationIssued, &client, now_ms)
             .purpose("activation")
             .phone_masked(a.phone.masked());
@@ -151,8 +153,8 @@ impl Activations {
                 code,
             },
         );
-        let mut event = AccountEvent::new(EventKind::ActivationRedeemed, client, now_ms)
-            .purpose("activation");
+        let mut event =
+            AccountEvent::new(EventKind::ActivationRedeemed, client, now_ms).purpose("activation");
         if let Some(a) = &found {
             event = event.phone_masked(a.phone.masked());
         }

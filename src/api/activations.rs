@@ -193,7 +193,10 @@ pub async fn redeem(
     if let Some(e) = &req.entity_number
         && e.chars().count() > 64
     {
-        return Err(ApiError::invalid(Some("entity_number"), "must be at most 64 characters"));
+        return Err(ApiError::invalid(
+            Some("entity_number"),
+            "must be at most 64 characters",
+        ));
     }
     if req.code.is_empty() || req.code.chars().count() > 64 {
         return Err(ApiError::invalid(Some("code"), "must be 1..=64 characters"));
@@ -227,5 +230,10 @@ pub async fn show(
 ) -> Result<axum::Json<ActivationView>, ApiError> {
     client.require(Purpose::Activation)?;
     let (a, msg) = state.activations.get(client.name(), &id).await?;
-    Ok(axum::Json(view(&a, msg.as_ref(), state.clock.now_ms(), true)))
+    Ok(axum::Json(view(
+        &a,
+        msg.as_ref(),
+        state.clock.now_ms(),
+        true,
+    )))
 }

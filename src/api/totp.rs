@@ -150,7 +150,13 @@ async fn attempt(
     code_ok(&req.code)?;
     state
         .totp
-        .attempt(client.name(), &account_id, op, &req.code, state.clock.now_ms())
+        .attempt(
+            client.name(),
+            &account_id,
+            op,
+            &req.code,
+            state.clock.now_ms(),
+        )
         .await?;
     Ok(axum::Json(TotpStatusView { status }))
 }

@@ -86,7 +86,11 @@ impl Keys {
 
     /// The redeem index of (client, application number's lookup hash) in slot `tag`.
     pub fn activation_index(&self, tag: &str, client: &str, lookup_hash: &str) -> String {
-        format!("{}ai:{{{tag}}}:{}:{lookup_hash}", self.prefix, short_hash(client))
+        format!(
+            "{}ai:{{{tag}}}:{}:{lookup_hash}",
+            self.prefix,
+            short_hash(client)
+        )
     }
 
     /// The latest activation of (client, account).

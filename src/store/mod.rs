@@ -33,12 +33,12 @@ pub mod verifications;
 use std::sync::Arc;
 
 pub use crate::otp::challenge::CheckOutcome;
+pub use activations::ActivationStore;
 pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
-pub use activations::ActivationStore;
 pub use totp::TotpStore;
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,

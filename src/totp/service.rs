@@ -51,7 +51,12 @@ pub struct Totp {
 
 impl Totp {
     /// A new (pending) enrolment for `account`, replacing any previous one.
-    pub async fn enrol(&self, client: &str, account: &str, now_ms: i64) -> Result<Enrolment, Error> {
+    pub async fn enrol(
+        &self,
+        client: &str,
+        account: &str,
+        now_ms: i64,
+    ) -> Result<Enrolment, Error> {
         let (shown, record) = {
             let mut rng = rand::rng();
             new_enrolment(
@@ -116,10 +121,9 @@ impl Totp {
                 "code_incorrect",
                 Err(Error::CodeIncorrect { attempts_remaining }),
             ),
-            TotpOutcome::Replayed { attempts_remaining } => (
-                "replayed",
-                Err(Error::CodeIncorrect { attempts_remaining }),
-            ),
+            TotpOutcome::Replayed { attempts_remaining } => {
+                ("replayed", Err(Error::CodeIncorrect { attempts_remaining }))
+            }
             TotpOutcome::LockedNow { .. } => ("locked", Err(Error::Locked)),
             TotpOutcome::Locked { .. } => ("locked_retry", Err(Error::Locked)),
             TotpOutcome::NotActive => ("not_active", Err(Error::NotActive)),

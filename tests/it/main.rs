@@ -5,6 +5,7 @@
 mod util;
 
 mod activation;
+mod activation_http;
 mod carrier;
 mod challenge;
 mod daemon;
@@ -20,4 +21,5 @@ mod rotation;
 mod smpp;
 mod subscriber;
 mod totp;
+mod totp_http;
 mod verifications;

@@ -10,15 +10,14 @@ use crate::store::activations::{
     Activation, ActivationState, ActivationStatus, ActivationStore, Redeem, RedeemOutcome,
 };
 use crate::store::events::{MAX_EVENTS, RETENTION_MS};
-use crate::store::{
-    AccountEvent, BoxFuture, Error, MessageRecord, RETENTION_AFTER_EXPIRY_MS,
-};
+use crate::store::{AccountEvent, BoxFuture, Error, MessageRecord, RETENTION_AFTER_EXPIRY_MS};
 
 /// Stands in for the activation of an unknown application number: a well-formed id (so the
 /// script runs the same way) whose record never exists (ids are random; this one is fixed).
 const UNKNOWN: &str = "act_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
-static ISSUE: LazyLock<Script> = LazyLock::new(|| with_events(include_str!("../lua/act_issue.lua")));
+static ISSUE: LazyLock<Script> =
+    LazyLock::new(|| with_events(include_str!("../lua/act_issue.lua")));
 static FIND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/act_find.lua")));
 static REDEEM: LazyLock<Script> =
     LazyLock::new(|| with_events(include_str!("../lua/act_redeem.lua")));
@@ -79,8 +78,14 @@ impl RedisStore {
         event: &AccountEvent,
     ) -> Result<(), Error> {
         let tag = crate::ids::parse("act", &a.id).ok_or_else(|| malformed(&a.id))?;
-        let key = self.keys.activation(&a.id).ok_or_else(|| malformed(&a.id))?;
-        let msg_key = self.keys.message(&msg.id).ok_or_else(|| malformed(&msg.id))?;
+        let key = self
+            .keys
+            .activation(&a.id)
+            .ok_or_else(|| malformed(&a.id))?;
+        let msg_key = self
+            .keys
+            .message(&msg.id)
+            .ok_or_else(|| malformed(&msg.id))?;
         let live = (a.state.expires_at_ms - a.created_at_ms).max(1);
         let af = fields(a);
         let mut inv = ISSUE.prepare_invoke();

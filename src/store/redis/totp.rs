@@ -101,7 +101,11 @@ impl RedisStore {
             .arg(a.now_ms)
             .arg(a.lock_ms)
             .arg(a.sealed)
-            .arg(a.approved_event.map(AccountEvent::encode).unwrap_or_default())
+            .arg(
+                a.approved_event
+                    .map(AccountEvent::encode)
+                    .unwrap_or_default(),
+            )
             .arg(a.failed_event.encode())
             .arg(MAX_EVENTS)
             .arg(RETENTION_MS);
