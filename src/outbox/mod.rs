@@ -351,4 +351,32 @@ mod tests {
             Envelope::Corrupt(_)
         ));
     }
+
+    #[test]
+    fn activation_jobs_carry_their_own_kind_and_read_back() {
+        let job = Job::new(
+            "msg_a".into(),
+            Phone::from_e164_unchecked("+85366123456".into()),
+            Body::Activation(crate::activation::issue::ActivationSms {
+                activation_id: "act_a".into(),
+                key_id: "k1".into(),
+                locale: Locale::Pt,
+                entity_number: Some("600123".into()),
+                activation_url: "https://e.example/a".into(),
+            }),
+            1,
+            Priority::Code,
+            String::new(),
+        );
+        assert_eq!(job.kind(), JOB_KIND_ACTIVATION);
+        let json = serde_json::to_string(&job).unwrap();
+        match Envelope::open(Some("1"), Some(job.kind()), Some(&json)) {
+            Envelope::Job(j) => assert_eq!(*j, job),
+            other => panic!("{other:?}"),
+        }
+        // What an instance from before activations reads: unknown, left pending.
+        assert!(!["sms"].contains(&job.kind()));
+        let text: Job = serde_json::from_str(JOB).unwrap();
+        assert_eq!(text.kind(), JOB_KIND_SMS);
+    }
 }

@@ -73,3 +73,56 @@ impl Composer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::issue::ActivationSms;
+    use crate::sms::Locale;
+
+    fn composer(activation: Option<ActivationKeys>) -> Composer {
+        Composer {
+            codes: CodeDeriver::new([1; 32]),
+            templates: Templates::load("One Account", "", None).unwrap(),
+            activation,
+        }
+    }
+
+    #[test]
+    fn an_activation_sms_renders_only_under_a_configured_key() {
+        let keys = ActivationKeys::new(
+            ("k1", &[5; 32]),
+            &[],
+            "23456789ABCDEFGHJKLMNPQRSTUVWXYZ",
+            10,
+        )
+        .unwrap();
+        let body = |key_id: &str| {
+            Body::Activation(ActivationSms {
+                activation_id: "act_x".into(),
+                key_id: key_id.into(),
+                locale: Locale::En,
+                entity_number: None,
+                activation_url: "https://e.example/a".into(),
+            })
+        };
+        let c = composer(Some(keys.clone()));
+        let code = keys.code("k1", "act_x").unwrap();
+        assert_eq!(
+            c.try_render(&body("k1")).unwrap(),
+            format!(
+                "One Account account activation\nActivation code: {code}\nActivate at: https://e.example/a"
+            )
+        );
+        assert_eq!(
+            c.try_render(&body("gone")),
+            Err(RenderError::KeyUnavailable)
+        );
+        assert_eq!(RenderError::KeyUnavailable.code(), "key_unavailable");
+        assert_eq!(c.render(&body("gone")), "");
+        assert_eq!(
+            composer(None).try_render(&body("k1")),
+            Err(RenderError::KeyUnavailable)
+        );
+    }
+}

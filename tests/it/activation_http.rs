@@ -193,7 +193,8 @@ both_stores! {
         // Another one for the wrong code (3 attempts each: A-1 takes two of these tries).
         let (_, text3) = issue(&d, request("ent-3", "A-3", Some("600123"), "en")).await;
         let code3 = code_of(&text3);
-        let wrong = if code3.starts_with('2') { format!("3{}", &code3[1..]) } else { format!("2{}", &code3[1..]) };
+        let first = if code3.starts_with('2') { '3' } else { '2' };
+        let wrong = format!("{first}{}", &code3[1..]);
         let tries = [
             ("wrong application number", json!({"application_number": "A-9", "entity_number": "600123", "code": code})),
             ("wrong entity number", json!({"application_number": "A-1", "entity_number": "600124", "code": code})),
@@ -342,6 +343,60 @@ async fn redis_holds_no_code_and_no_numbers() {
     assert!(dump.contains("ent-1"), "the dump has the records");
     for secret in [code.as_str(), "APPNO", "55501", "77123"] {
         assert!(!dump.contains(secret), "{secret} in Redis");
+    }
+    d.stop().await;
+}
+
+/// `/openapi.json` describes the activation and TOTP routes; `/metrics` counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_metrics_cover_activations_and_totp() {
+    let d = daemon(Backend::Memory).await;
+    let (_, text) = issue(&d, request("ent-1", "A-1", None, "en")).await;
+    assert_eq!(redeem(&d, "A-1", None, &code_of(&text)).await.0, 200);
+    let (s, _, _) = d.post(TOKEN_A, "/v1/accounts/acc-1/totp", json!({})).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        d.post(
+            TOKEN_A,
+            "/v1/accounts/acc-1/totp/confirm",
+            json!({"code": "000000"})
+        )
+        .await
+        .0,
+        422
+    );
+    let v: Value = d
+        .http
+        .get(format!("{}/openapi.json", d.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = v["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/v1/activations", "post"),
+        ("/v1/activations/redeem", "post"),
+        ("/v1/activations/{id}", "get"),
+        ("/v1/accounts/{account_id}/totp", "post"),
+        ("/v1/accounts/{account_id}/totp", "delete"),
+        ("/v1/accounts/{account_id}/totp/confirm", "post"),
+        ("/v1/accounts/{account_id}/totp/check", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let m = d.metrics().await;
+    for line in [
+        "otpgate_activations_total{outcome=\"issued\"}",
+        "otpgate_activations_total{outcome=\"redeemed\"}",
+        "otpgate_totp_total{op=\"enrol\",outcome=\"enrolled\"}",
+        "otpgate_totp_total{op=\"confirm\",outcome=\"code_incorrect\"}",
+    ] {
+        assert!(m.contains(line), "{line} not in /metrics");
     }
     d.stop().await;
 }
