@@ -5,9 +5,10 @@
 //!   [`MessageStore`] (SMS records, receipt correlation) are implemented by
 //!   [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`] (shared by every
 //!   instance).
-//! - [`planned`] declares the traits of the aggregates still to come (account phones, events,
-//!   phone changes, activations, TOTP enrolments, limit counters), so their issues implement a
-//!   known shape.
+//! - [`ActivationStore`] ([`activations`]) and [`TotpStore`] ([`totp`]): activation codes and
+//!   TOTP enrolments, memory in `memory/`, Redis in `redis/`.
+//! - [`planned`] declares the traits of the aggregates still to come (account phones, phone
+//!   changes, limit counters), so their issues implement a known shape.
 //!
 //! The rules live in the domains ([`crate::otp::challenge`] decides a check and a resend); a
 //! store applies them atomically (a Lua script in Redis mirroring them, a locked map entry in
