@@ -162,7 +162,7 @@ pub const JOB_KIND_SMS: &str = "sms";
 
 /// An activation SMS ([`Body::Activation`]): a kind of its own, because an instance from
 /// before activations would not decode its body.
-pub const JOB_KIND_ACTIVATION: &str = "activation_sms";
+pub const JOB_KIND_ACTIVATION: &str = "activation";
 
 /// A durable entry as read back.
 #[derive(Debug)]
@@ -339,7 +339,7 @@ mod tests {
             Envelope::Unknown { version: 2, .. }
         ));
         assert!(matches!(
-            Envelope::open(Some("1"), Some("a_later_kind"), Some(JOB)),
+            Envelope::open(Some("1"), Some("activation_sms"), Some(JOB)),
             Envelope::Unknown { version: 1, .. }
         ));
         assert!(matches!(
