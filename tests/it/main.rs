@@ -6,6 +6,7 @@ mod util;
 
 mod activation;
 mod activation_http;
+mod activation_rotation;
 mod carrier;
 mod challenge;
 mod daemon;
