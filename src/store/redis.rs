@@ -17,7 +17,6 @@ use super::{
 use crate::ids;
 use crate::phone::Phone;
 use crate::purpose::Purpose;
-
 pub mod activations;
 pub mod totp;
 

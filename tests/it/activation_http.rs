@@ -296,6 +296,13 @@ both_stores! {
         }
         let (s, v, _) = d.post(TOKEN_A, "/v1/activations", json!({"account_id": "e", "application_number": "A", "phone": "12", "activation_url": URL})).await;
         assert_eq!((s, &v["error"]["code"]), (400, &json!("invalid_phone")), "{v}");
+        // Unknown fields are 400; without a valid token, 401.
+        let (s, _, _) = d.post(TOKEN_A, "/v1/activations/redeem", json!({"application_number": "A", "code": "X", "pin": 1})).await;
+        assert_eq!(s, 400);
+        for path in ["/v1/activations", "/v1/activations/redeem", "/v1/accounts/a/totp", "/v1/accounts/a/totp/check"] {
+            let (s, v, _) = d.post("not-a-token", path, json!({})).await;
+            assert_eq!((s, &v["error"]["code"]), (401, &json!("unauthorized")), "{path}");
+        }
         d.stop().await;
     }
 }
