@@ -84,8 +84,14 @@ fn count(outcome: &'static str) {
 }
 
 impl Activations {
-    /// Issues an activation and queues its SMS; the account's pending one is canceled.
-    pub async fn issue(&self, req: NewActivation, now_ms: i64) -> Result<Activation, Error> {
+    /// Issues an activation and queues its SMS; the account's pending one is canceled. `ip`:
+    /// the end user's (`context.ip`), for the account's history.
+    pub async fn issue(
+        &self,
+        req: NewActivation,
+        ip: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Activation, Error> {
         let route = self.routing.route(&req.phone).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
             return Err(Error::QueueFull);
@@ -101,7 +107,8 @@ impl Activations {
             MessageRecord::queued(&a.message_id, &client, &a.id, seg.coding, parts, now_ms);
         let event = AccountEvent::new(EventKind::ActivationIssued, &client, now_ms)
             .purpose("activation")
-            .phone_masked(a.phone.masked());
+            .phone_masked(a.phone.masked())
+            .ip(ip);
         self.stores.activations.issue(&a, &record, &event).await?;
         let job = Job::new(
             a.message_id.clone(),

@@ -159,6 +159,7 @@ pub async fn create(
     };
     let phone = state.phones.parse(&req.phone)?;
     let now = state.clock.now_ms();
+    let ip = req.context.as_ref().and_then(|c| c.ip.clone());
     let a = state
         .activations
         .issue(
@@ -171,6 +172,7 @@ pub async fn create(
                 activation_url: req.activation_url,
                 locale,
             },
+            ip.as_deref(),
             now,
         )
         .await?;

@@ -121,7 +121,9 @@ both_stores! {
 
     async fn redeems_once_and_reads_back(b: Backend) {
         let d = daemon(b).await;
-        let (v, text) = issue(&d, request("ent-778", "A2026-000123", Some("600123"), "en")).await;
+        let mut req = request("ent-778", "A2026-000123", Some("600123"), "en");
+        req["context"] = json!({"ip": "203.0.113.7"});
+        let (v, text) = issue(&d, req).await;
         assert_eq!(v["status"], "pending");
         assert_eq!(v["phone_masked"], "+853****3456");
         let id = v["id"].as_str().unwrap().to_owned();
@@ -160,6 +162,8 @@ both_stores! {
         let types: Vec<&str> = ev["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["activation_redeemed", "activation_issued"], "{ev}");
         assert_eq!(ev["events"][0]["purpose"], "activation");
+        assert_eq!(ev["events"][1]["ip"], "203.0.113.7");
+        assert_eq!(ev["events"][1]["phone_masked"], "+853****3456");
         d.stop().await;
     }
 
