@@ -91,6 +91,7 @@ async fn smpp(n: usize) {
         composer: Arc::new(Composer {
             codes: otpgate::otp::codes::CodeDeriver::new([1; 32]),
             templates: otpgate::sms::Templates::load("One Account", "", None).unwrap(),
+            activation: None,
         }),
         limiter: None,
         events: ev_tx,

@@ -15,7 +15,8 @@
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
-//! - [`limits`], [`subscriber`], [`activation`]: so far only their configuration.
+//! - [`activation`]: activation codes (§3.4); [`totp`]: authenticator codes (§3.5).
+//! - [`limits`], [`subscriber`]: so far only their configuration.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
@@ -182,7 +183,21 @@ pub async fn run(
         source: e,
     })?;
 
-    let composer = Arc::new(sms::Composer { codes, templates });
+    let server_keys = activation::service::server_keys(&key, &retired);
+    let activation_keys = activation::service::keys_for(&server_keys, &config.activation)
+        .map_err(|e| StartError::Config(format!("activation: {e}")))?;
+    let sealer = {
+        let retired: Vec<(&str, &[u8; 32])> = server_keys[1..]
+            .iter()
+            .map(|(i, k)| (i.as_str(), k))
+            .collect();
+        totp::seal::SecretSealer::new((&server_keys[0].0, &server_keys[0].1), &retired)
+    };
+    let composer = Arc::new(sms::Composer {
+        codes,
+        templates,
+        activation: Some(activation_keys.clone()),
+    });
     let statuses: Vec<Arc<SmscStatus>> = config
         .smpp
         .smsc
@@ -264,6 +279,21 @@ pub async fn run(
         clients: Arc::new(api::Clients::from_config(&config)),
         phones: Arc::new(phones),
         verifications: Arc::new(verifications),
+        activations: Arc::new(activation::service::Activations {
+            stores: store.clone(),
+            keys: activation_keys,
+            composer: composer.clone(),
+            config: config.activation.clone(),
+            outbox: outbox.clone(),
+            routing: routing.clone(),
+        }),
+        totp: Arc::new(totp::service::Totp {
+            stores: store.clone(),
+            sealer,
+            issuer: config.sms.service_name.clone(),
+            max_attempts: config.otp.policy(purpose::Purpose::Totp).max_attempts,
+            lock_ms: config.otp.policy(purpose::Purpose::Totp).ttl.as_millis() as i64,
+        }),
         messages: Arc::new(messages::Messages {
             stores: store.clone(),
             outbox: outbox.clone(),

@@ -7,11 +7,15 @@
 //! - [`issue`]: the stored record and the outbox job of a new activation (no code in
 //!   either), and the SMS rendered from the job at send time.
 //!
+//! - [`service`]: issue, redeem and read, over the store ([`crate::store::ActivationStore`])
+//!   and the outbox.
+//!
 //! The activation SMS texts themselves are [`crate::sms::Templates::activation_sms`].
 
 pub mod codes;
 pub mod config;
 pub mod issue;
 pub mod rules;
+pub mod service;
 
 pub use config::ActivationConfig;

@@ -22,6 +22,8 @@ pub enum ApiError {
     CodeIncorrect {
         attempts_remaining: u32,
     },
+    /// 422 `code_incorrect` without `attempts_remaining` (activation redeem: no oracle).
+    CodeIncorrectUncounted,
     PhoneNotRegistered,
     CountryNotAllowed,
     TooManyAttempts,
@@ -116,7 +118,7 @@ impl IntoResponse for ApiError {
                 "payload_too_large",
                 "the request body is too large".into(),
             ),
-            ApiError::CodeIncorrect { .. } => (
+            ApiError::CodeIncorrect { .. } | ApiError::CodeIncorrectUncounted => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "code_incorrect",
                 "the code is not correct".into(),

@@ -1,11 +1,13 @@
 //! The HTTP API (contract §3): state, authentication, the error shape, and the router.
 //! One file per resource, each exporting `router()`.
 
+pub mod activations;
 pub mod error;
 pub mod events;
 pub mod messages;
 pub mod ops;
 pub mod serve;
+pub mod totp;
 pub mod verifications;
 
 use std::collections::HashMap;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     pub phones: Arc<PhonePolicy>,
     pub verifications: Arc<Verifications>,
+    pub activations: Arc<crate::activation::service::Activations>,
+    pub totp: Arc<crate::totp::service::Totp>,
     pub messages: Arc<crate::messages::Messages>,
     pub store: Stores,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
@@ -253,6 +257,8 @@ pub fn router(state: AppState) -> Router {
         .merge(verifications::router())
         .merge(messages::router())
         .merge(events::router())
+        .merge(activations::router())
+        .merge(totp::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

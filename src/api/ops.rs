@@ -120,5 +120,7 @@ pub struct ApiDoc;
 pub async fn openapi() -> impl IntoResponse {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::events::Doc::openapi());
+    doc.merge(super::activations::Doc::openapi());
+    doc.merge(super::totp::Doc::openapi());
     axum::Json(doc)
 }

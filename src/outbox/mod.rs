@@ -68,6 +68,9 @@ pub enum Body {
     },
     /// A text given as is (notifications, notices).
     Text { text: String },
+    /// An activation SMS; the code is derived from the activation id when rendered. Written
+    /// with the envelope kind [`JOB_KIND_ACTIVATION`], so an older instance leaves it pending.
+    Activation(crate::activation::issue::ActivationSms),
 }
 
 /// One message waiting for an SMSC.
@@ -97,6 +100,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// The envelope kind this job is written with (`k`).
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::Code { .. } | Body::Text { .. } => JOB_KIND_SMS,
+            Body::Activation(_) => JOB_KIND_ACTIVATION,
+        }
+    }
+
     /// A message on its first try.
     pub fn new(
         message_id: String,
@@ -144,10 +155,14 @@ pub enum Error {
 pub const JOB_VERSION: u32 = 1;
 
 /// The kinds of job this version reads.
-pub const JOB_KINDS: [&str; 1] = [JOB_KIND_SMS];
+pub const JOB_KINDS: [&str; 2] = [JOB_KIND_SMS, JOB_KIND_ACTIVATION];
 
 /// An SMS to submit (every job so far).
 pub const JOB_KIND_SMS: &str = "sms";
+
+/// An activation SMS ([`Body::Activation`]): a kind of its own, because an instance from
+/// before activations would not decode its body.
+pub const JOB_KIND_ACTIVATION: &str = "activation";
 
 /// A durable entry as read back.
 #[derive(Debug)]
@@ -335,5 +350,33 @@ mod tests {
             Envelope::open(Some("1"), Some("sms"), Some("{")),
             Envelope::Corrupt(_)
         ));
+    }
+
+    #[test]
+    fn activation_jobs_carry_their_own_kind_and_read_back() {
+        let job = Job::new(
+            "msg_a".into(),
+            Phone::from_e164_unchecked("+85366123456".into()),
+            Body::Activation(crate::activation::issue::ActivationSms {
+                activation_id: "act_a".into(),
+                key_id: "k1".into(),
+                locale: Locale::Pt,
+                entity_number: Some("600123".into()),
+                activation_url: "https://e.example/a".into(),
+            }),
+            1,
+            Priority::Code,
+            String::new(),
+        );
+        assert_eq!(job.kind(), JOB_KIND_ACTIVATION);
+        let json = serde_json::to_string(&job).unwrap();
+        match Envelope::open(Some("1"), Some(job.kind()), Some(&json)) {
+            Envelope::Job(j) => assert_eq!(*j, job),
+            other => panic!("{other:?}"),
+        }
+        // What an instance from before activations reads: unknown, left pending.
+        assert!(!["sms"].contains(&job.kind()));
+        let text: Job = serde_json::from_str(JOB).unwrap();
+        assert_eq!(text.kind(), JOB_KIND_SMS);
     }
 }

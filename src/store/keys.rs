@@ -10,6 +10,10 @@
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
+//! | `a:{tag}:act_…` | hash | an activation (no code, no numbers: keyed hashes) | `act_issue.lua`, `act_redeem.lua` |
+//! | `ai:{tag}:<hex>:<hex>` | string | the redeem index: key of the latest activation of (client, keyed hash of the application number) | `act_issue.lua` |
+//! | `aa:<hex>` | string | key of the latest activation of (client, account) | `act_issue.lua` |
+//! | `t:<hex>` | hash | an account's TOTP enrolment (the secret sealed) | `totp_enrol.lua`, `totp_apply.lua`, `DEL` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -75,8 +79,39 @@ impl Keys {
         format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
     }
 
+    /// An activation's hash; `None` for a malformed id.
+    pub fn activation(&self, id: &str) -> Option<String> {
+        ids::parse("act", id).map(|tag| format!("{}a:{{{tag}}}:{id}", self.prefix))
+    }
+
+    /// The redeem index of (client, application number's lookup hash) in slot `tag`.
+    pub fn activation_index(&self, tag: &str, client: &str, lookup_hash: &str) -> String {
+        format!(
+            "{}ai:{{{tag}}}:{}:{lookup_hash}",
+            self.prefix,
+            short_hash(client)
+        )
+    }
+
+    /// The latest activation of (client, account).
+    pub fn activation_account(&self, client: &str, account: &str) -> String {
+        let pair = format!("{client}\u{1}{account}");
+        format!("{}aa:{}", self.prefix, short_hash(&pair))
+    }
+
+    /// An account's TOTP enrolment (the account id hashed).
+    pub fn totp(&self, account: &str) -> String {
+        format!("{}t:{}", self.prefix, short_hash(account))
+    }
+
     /// The outbox's delayed retries.
     pub fn outbox_delay(&self) -> String {
         format!("{}ob:{{ob}}:delay", self.prefix)
     }
+}
+
+/// 32 hex characters of SHA-256: names something in a key without spelling it.
+fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(s.as_bytes())[..16])
 }

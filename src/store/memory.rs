@@ -15,7 +15,9 @@ use super::{
 };
 use crate::otp::challenge;
 
+pub mod activations;
 pub mod events;
+pub mod totp;
 
 const SHARDS: usize = 32;
 
@@ -73,6 +75,8 @@ pub struct MemoryStore {
     orphans: Sharded<(String, i64)>,
     /// Account histories; operations that record an event lock them after their own entry.
     pub(crate) events: events::MemoryEvents,
+    activations: activations::MemoryActivations,
+    totp: totp::MemoryTotp,
 }
 
 /// A message with its receipt bookkeeping.
@@ -114,6 +118,8 @@ impl MemoryStore {
             correlations: Sharded::new(),
             orphans: Sharded::new(),
             events: events::MemoryEvents::default(),
+            activations: Default::default(),
+            totp: Default::default(),
         }
     }
 
@@ -127,6 +133,7 @@ impl MemoryStore {
             + self.orphans.retain(|(_, exp)| *exp > now_ms)
             + {
                 self.events.sweep(now_ms);
+                self.activations.sweep(now_ms);
                 0
             }
     }

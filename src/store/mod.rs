@@ -5,9 +5,10 @@
 //!   [`MessageStore`] (SMS records, receipt correlation) are implemented by
 //!   [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`] (shared by every
 //!   instance).
-//! - [`planned`] declares the traits of the aggregates still to come (account phones, events,
-//!   phone changes, activations, TOTP enrolments, limit counters), so their issues implement a
-//!   known shape.
+//! - [`ActivationStore`] ([`activations`]) and [`TotpStore`] ([`totp`]): activation codes and
+//!   TOTP enrolments, memory in `memory/`, Redis in `redis/`.
+//! - [`planned`] declares the traits of the aggregates still to come (account phones, phone
+//!   changes, limit counters), so their issues implement a known shape.
 //!
 //! The rules live in the domains ([`crate::otp::challenge`] decides a check and a resend); a
 //! store applies them atomically (a Lua script in Redis mirroring them, a locked map entry in
@@ -18,6 +19,7 @@
 //! next to a Redis round trip, and a new aggregate is one new trait and one new field of
 //! [`Stores`] rather than a new arm in every dispatching `match`.
 
+pub mod activations;
 pub mod config;
 pub mod connect;
 pub mod events;
@@ -26,16 +28,19 @@ pub mod memory;
 pub mod messages;
 pub mod planned;
 pub mod redis;
+pub mod totp;
 pub mod verifications;
 
 use std::sync::Arc;
 
 pub use crate::otp::challenge::CheckOutcome;
+pub use activations::ActivationStore;
 pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
+pub use totp::TotpStore;
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
 };
@@ -87,6 +92,8 @@ pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub messages: Arc<dyn MessageStore>,
     pub events: Arc<dyn EventStore>,
+    pub activations: Arc<dyn ActivationStore>,
+    pub totp: Arc<dyn TotpStore>,
     health: Arc<dyn Health>,
 }
 
@@ -97,6 +104,8 @@ impl Stores {
             verifications: m.clone(),
             messages: m.clone(),
             events: m.clone(),
+            activations: m.clone(),
+            totp: m.clone(),
             health: m,
         }
     }
@@ -108,6 +117,8 @@ impl Stores {
             verifications: r.clone(),
             messages: r.clone(),
             events: r.clone(),
+            activations: r.clone(),
+            totp: r.clone(),
             health: r,
         }
     }

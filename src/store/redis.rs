@@ -17,6 +17,8 @@ use super::{
 use crate::ids;
 use crate::phone::Phone;
 use crate::purpose::Purpose;
+pub mod activations;
+pub mod totp;
 
 #[derive(Clone)]
 enum Conn {

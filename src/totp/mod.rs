@@ -7,6 +7,7 @@
 //!   with HKDF, key id stored with it for rotation, the account id as associated data).
 //! - [`rules`]: the `confirm` / `check` decision on plain data (replay, the lock).
 //! - [`record`]: an account's enrolment as stored, and making a new one.
+//! - [`service`]: enrol, confirm, check, delete over [`crate::store::TotpStore`].
 //!
 //! Time is always a parameter; nothing here reads a clock or logs a secret.
 
@@ -14,3 +15,4 @@ pub mod record;
 pub mod rules;
 pub mod seal;
 pub mod secret;
+pub mod service;

@@ -5,6 +5,8 @@
 mod util;
 
 mod activation;
+mod activation_http;
+mod activation_rotation;
 mod carrier;
 mod challenge;
 mod daemon;
@@ -20,4 +22,5 @@ mod rotation;
 mod smpp;
 mod subscriber;
 mod totp;
+mod totp_http;
 mod verifications;

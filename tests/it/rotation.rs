@@ -27,6 +27,7 @@ fn service(config: &Config, stores: &Stores, outbox: &Outbox, codes: CodeDeriver
         composer: Arc::new(Composer {
             codes,
             templates: otpgate::sms::Templates::load("One Account", "", None).unwrap(),
+            activation: None,
         }),
         otp: config.otp.clone(),
         default_locale: otpgate::sms::Locale::En,

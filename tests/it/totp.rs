@@ -14,7 +14,7 @@ use time::macros::datetime;
 const TTL_MS: i64 = 300_000;
 
 /// `oathtool --totp -b SECRET --now "…"`: the code oathtool computes for that instant.
-fn oathtool(base32: &str, at_unix: i64) -> String {
+pub(crate) fn oathtool(base32: &str, at_unix: i64) -> String {
     let when = time::OffsetDateTime::from_unix_timestamp(at_unix).unwrap();
     let now = format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",

@@ -387,6 +387,7 @@ pub async fn start_bind(addr: &str, smsc: otpgate::config::SmscConfig, wait_boun
     let composer = Arc::new(Composer {
         codes: otpgate::otp::codes::CodeDeriver::new([9; 32]),
         templates: otpgate::sms::Templates::load("One Account", "", None).unwrap(),
+        activation: None,
     });
     let ctx = BindContext {
         address: addr.to_owned(),
