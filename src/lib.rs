@@ -152,7 +152,9 @@ pub async fn run(
 
     let store = match config.store.backend {
         StoreBackend::Memory => {
-            let m = Arc::new(store::memory::MemoryStore::new());
+            let m = Arc::new(store::memory::MemoryStore::with_guard(
+                limits::pumping::Guard::from_config(&config.limits.pumping_guard),
+            ));
             let sweeper = m.clone();
             let clock = options.clock.clone();
             tokio::spawn(async move {
@@ -279,6 +281,7 @@ pub async fn run(
         &config.phone.allowed_countries,
     )
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
+    let limiter = Arc::new(limits::Limiter::new(&config.limits));
     let verifications = otp::Verifications {
         stores: store.clone(),
         composer: composer.clone(),
@@ -286,6 +289,7 @@ pub async fn run(
         default_locale: config.sms.default_locale,
         outbox: outbox.clone(),
         routing: routing.clone(),
+        limits: limiter.clone(),
     };
     let state = api::AppState {
         config: config.clone(),
@@ -296,6 +300,8 @@ pub async fn run(
             stores: store.clone(),
             outbox: outbox.clone(),
             routing: routing.clone(),
+            limits: limiter.clone(),
+            composer: composer.clone(),
         }),
         store: store.clone(),
         smscs: Arc::new(statuses),

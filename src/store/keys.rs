@@ -10,6 +10,8 @@
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
+//! | `l:<hex>` | list | a `[limits]` counter: times of the events it let through, newest first (the hex a keyed hash of limit, rule and subject) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua`, `apply.lua` |
+//! | `l:range:<digits>` | hash | the pumping guard's counts of a number range (its first `prefix_digits` digits) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -73,6 +75,11 @@ impl Keys {
         use sha2::Digest;
         let h = sha2::Sha256::digest(account.as_bytes());
         format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
+    }
+
+    /// A `[limits]` counter (`name` is a keyed hash, or `range:<digits>` for the pumping guard).
+    pub fn limit(&self, name: &str) -> String {
+        format!("{}l:{name}", self.prefix)
     }
 
     /// The outbox's delayed retries.

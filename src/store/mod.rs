@@ -22,6 +22,7 @@ pub mod config;
 pub mod connect;
 pub mod events;
 pub mod keys;
+pub mod limits;
 pub mod memory;
 pub mod messages;
 pub mod planned;
@@ -32,12 +33,14 @@ use std::sync::Arc;
 
 pub use crate::otp::challenge::CheckOutcome;
 pub use events::{AccountEvent, EventKind, EventStore};
+pub use limits::LimitStore;
 pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
 pub use verifications::{
-    CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
+    CheckGuards, CheckRequest, Checked, CodeProof, ResendOutcome, SendGuards, Status, Verification,
+    VerificationGuard, VerificationStore,
 };
 
 /// The future every store method returns.
@@ -87,6 +90,7 @@ pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub messages: Arc<dyn MessageStore>,
     pub events: Arc<dyn EventStore>,
+    pub limits: Arc<dyn LimitStore>,
     health: Arc<dyn Health>,
 }
 
@@ -97,6 +101,7 @@ impl Stores {
             verifications: m.clone(),
             messages: m.clone(),
             events: m.clone(),
+            limits: m.clone(),
             health: m,
         }
     }
@@ -108,6 +113,7 @@ impl Stores {
             verifications: r.clone(),
             messages: r.clone(),
             events: r.clone(),
+            limits: r.clone(),
             health: r,
         }
     }

@@ -316,6 +316,14 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
         message_id: first_msg.clone(),
         subject: hex::encode(otpgate::ids::new_id("sub", &tag)),
         key_id: "k1".into(),
+        guard: Default::default(),
+    };
+    let no_limits = otpgate::limits::Plan::default();
+    let guards = otpgate::store::SendGuards {
+        plan: &no_limits,
+        account: None,
+        event: None,
+        job: None,
     };
     let record = |id: &str| MessageRecord {
         id: id.to_owned(),
@@ -329,7 +337,11 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
         delivered_at_ms: None,
         error: None,
     };
-    store.create(&v, &record(&first_msg)).await.expect("create");
+    store
+        .create(&v, &record(&first_msg), guards)
+        .await
+        .expect("create")
+        .expect("no limits");
     let outcome = match case.action {
         Action::Check { correct } => {
             let proof = CodeProof {
@@ -345,13 +357,14 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
                 allowed: &Purpose::ALL,
                 proof: &proof,
                 now_ms: case.now,
+                guards: Default::default(),
             };
             Outcome::Check(store.check(&id, &req).await.expect("check").outcome)
         }
         Action::Resend => {
             let msg = otpgate::ids::new_id("msg", &tag);
             let out = store
-                .resend("client-a", &id, case.now, &record(&msg))
+                .resend("client-a", &id, case.now, &record(&msg), guards)
                 .await
                 .expect("resend");
             Outcome::Resend(match out {
@@ -364,6 +377,7 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
                 }
                 ResendOutcome::MaxSends => ResendVerdict::MaxSends,
                 ResendOutcome::Sent(_) => ResendVerdict::Sent,
+                ResendOutcome::Limited(r) => panic!("no limits apply here: {r:?}"),
             })
         }
     };
