@@ -12,6 +12,7 @@ mod durability;
 mod edges;
 mod events;
 mod limits;
+mod limits_api;
 mod messages;
 mod ops;
 mod receipts;
