@@ -105,9 +105,6 @@ impl Verifications {
             (_, None) => return Err(Error::PhoneNotRegistered),
         };
         let route = self.routing.route(&phone).ok_or(Error::Unroutable)?;
-        if self.outbox.is_full() {
-            return Err(Error::QueueFull);
-        }
         let policy = self.otp.policy(req.purpose);
         let subject_key = match &req.account_id {
             Some(a) => format!("a:{a}"),
@@ -232,9 +229,6 @@ impl Verifications {
         };
         if !allowed.contains(&current.purpose) {
             return Err(Error::Forbidden);
-        }
-        if self.outbox.is_full() {
-            return Err(Error::QueueFull);
         }
         let tag = ids::parse("ver", id).ok_or(Error::NotFound)?;
         let message_id = ids::new_id("msg", tag);

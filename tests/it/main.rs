@@ -15,6 +15,7 @@ mod limits;
 mod limits_api;
 mod messages;
 mod ops;
+mod outbox_tx;
 mod receipts;
 mod resilience;
 mod rotation;
