@@ -15,7 +15,8 @@
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
-//! - [`limits`], [`subscriber`], [`activation`]: so far only their configuration.
+//! - [`limits`]: `[limits]` rules, applied by the stores in the operations they guard.
+//! - [`subscriber`], [`activation`]: so far only their configuration.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 

@@ -284,12 +284,20 @@ impl Verifications {
             ResendOutcome::Expired => Err(Error::Expired),
             ResendOutcome::AlreadyUsed => Err(Error::AlreadyUsed),
             ResendOutcome::Locked => Err(Error::Locked),
-            ResendOutcome::Cooldown { retry_after_ms } => Err(Error::ResendCooldown {
-                retry_after_s: ceil_secs(retry_after_ms),
-            }),
-            ResendOutcome::MaxSends => Err(Error::MaxSends {
-                retry_after_s: ceil_secs(current.expires_at_ms - now_ms),
-            }),
+            ResendOutcome::Cooldown { retry_after_ms } => {
+                metrics::counter!("otpgate_rate_limited_total", "limit" => "resend_cooldown")
+                    .increment(1);
+                Err(Error::ResendCooldown {
+                    retry_after_s: ceil_secs(retry_after_ms),
+                })
+            }
+            ResendOutcome::MaxSends => {
+                metrics::counter!("otpgate_rate_limited_total", "limit" => "max_sends")
+                    .increment(1);
+                Err(Error::MaxSends {
+                    retry_after_s: ceil_secs(current.expires_at_ms - now_ms),
+                })
+            }
         }
     }
 

@@ -10,8 +10,9 @@
 -- (v:{tag}:, to find the subject's previous verification in the same slot), [5] n (number of
 -- verification field arguments), [6] m (number of SMS record field arguments), [7] now,
 -- [8] nl, [9] '1' with a range, [10] the event JSON or '', [11] events kept, [12] events ttl,
--- [13..18] the outbox entry's fields and values (v, k, j), then 4 per limit (and 5 for the
--- range: see limits.lua), then the verification's fields and values, then the SMS record's.
+-- [13..18] the outbox entry's fields and values (v, k, j; empty strings: no entry, the caller
+-- queues the job itself), then 4 per limit (and 5 for the range: see limits.lua), then the
+-- verification's fields and values, then the SMS record's.
 -- Returns {} when created, else {limit name, wait ms[, 'closes']} and nothing is written
 -- (but a range the guard closes now).
 local now = tonumber(ARGV[7])

@@ -7,7 +7,8 @@
 -- guard applies), then the account's events (when there is an event).
 -- ARGV: [1] client, [2] now_ms, [3] new message id, [4] nl, [5] '1' with a range, [6] the
 -- event JSON or '', [7] events kept, [8] events ttl, [9..14] the outbox entry's fields and
--- values, then 4 per limit (and 5 for the range), then the SMS record's fields and values.
+-- values (empty strings: no entry, the caller queues the job itself), then 4 per limit (and 5
+-- for the range), then the SMS record's fields and values.
 -- Returns {outcome[, retry after ms | the verification's fields]} or {limit name, wait ms[,
 -- 'closes']} for a refusal by a limit.
 local v = redis.call('HMGET', KEYS[1], 'c', 's', 'ea', 'sn', 'xs', 'ls', 'cd')

@@ -108,6 +108,9 @@ impl MemoryStore {
             _ => None,
         };
         let range = guard.range.map(|range| RangeCharge { range });
+        if failure.is_none() && range.is_none() {
+            return self.check_locked(id, req).0;
+        }
         self.limits
             .after_check(failure.as_ref(), range.as_ref(), req.now_ms, || {
                 self.check_locked(id, req)
