@@ -293,7 +293,12 @@ both_stores! {
     }
 
     async fn verification_events_are_written_with_the_change(b: Backend) {
-        let d = daemon(b, |_| {}).await;
+        // The pumping guard on (never closing here), so its range key sits beside the events'.
+        let d = daemon(b, |c| {
+            c.limits.pumping_guard.enabled = true;
+            c.limits.pumping_guard.min_sent = 1000;
+        })
+        .await;
         let account = "acc-events";
         let body = json!({"purpose": "transaction", "phone": "+85366120041", "account_id": account, "context": {"ip": "203.0.113.9"}});
         let (id, code, _) = d.create_and_receive(body.clone()).await;

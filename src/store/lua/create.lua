@@ -46,5 +46,9 @@ redis.call('HSET', KEYS[3], unpack(ARGV, b + n + 1, b + n + m))
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 limits_record(4, 18, nl, now)
 if range then guard_count(range, now, g, 's') end
-if ARGV[10] ~= '' then event_push(KEYS[#KEYS], ARGV[10], tonumber(ARGV[11]), ARGV[12]) end
+if ARGV[10] ~= '' then
+  local ek = 5 + nl
+  if range then ek = ek + 1 end
+  event_push(KEYS[ek], ARGV[10], tonumber(ARGV[11]), ARGV[12])
+end
 return {}

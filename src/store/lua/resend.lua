@@ -43,5 +43,9 @@ redis.call('HSET', KEYS[2], unpack(ARGV, b + 1, #ARGV))
 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 limits_record(3, 14, nl, now)
 if range then guard_count(range, now, g, 's') end
-if ARGV[6] ~= '' then event_push(KEYS[#KEYS], ARGV[6], tonumber(ARGV[7]), ARGV[8]) end
+if ARGV[6] ~= '' then
+  local ek = 4 + nl
+  if range then ek = ek + 1 end
+  event_push(KEYS[ek], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+end
 return {'sent', redis.call('HGETALL', KEYS[1])}
