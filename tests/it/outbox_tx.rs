@@ -158,3 +158,75 @@ async fn redis_a_cut_store_leaves_the_previous_code_usable() {
         .await
         .expect("the previous code approves");
 }
+
+/// The queueing itself fails inside the script (the stream key holds a string: `XADD` answers
+/// WRONGTYPE): nothing of the create is written, the previous code stays pending and usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failed_xadd_writes_nothing() {
+    require_redis().await;
+    let config = config(Backend::Redis);
+    let prefix = &config.store.key_prefix;
+    let store = otpgate::store::redis::RedisStore::connect(&redis_url(), &[], prefix)
+        .await
+        .unwrap();
+    let stores = Stores::redis(store);
+    let outbox = Outbox::Redis(
+        otpgate::outbox::redis::RedisOutbox::new(
+            &redis_url(),
+            prefix,
+            &[String::new()],
+            Clock::system(),
+        )
+        .unwrap(),
+    );
+    let svc = service(&config, &stores, &outbox);
+    let phones = otpgate::phone::PhonePolicy::new("MO", &[]).unwrap();
+    let now = otpgate::clock::system_now_ms();
+    let first = svc
+        .create("client-a", req(&phones), now)
+        .await
+        .expect("first");
+    let code = next_code(&outbox, &svc).await;
+
+    let stream =
+        otpgate::store::keys::Keys::new(prefix).outbox_stream("", otpgate::outbox::Priority::Code);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&stream)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = svc
+        .create("client-a", req(&phones), now + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (v, _) = svc
+        .get("client-a", &first.id)
+        .await
+        .expect("first still there");
+    assert_eq!(
+        v.status,
+        Status::Pending,
+        "the previous verification was not canceled"
+    );
+    svc.check("client-a", &Purpose::ALL, &first.id, &code, now + 2)
+        .await
+        .expect("the previous code approves");
+}

@@ -29,6 +29,7 @@ if ARGV[9] == '1' then
   local v = guard_judge(range, now, g)
   if v then return {'pumping_guard', v[2], v[1]} end
 end
+-- The first write: Redis does not roll a script back, so a failing XADD must precede the rest.
 if ARGV[13] ~= '' then
   redis.call('XADD', KEYS[4], '*', ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18])
 end

@@ -35,6 +35,7 @@ if ARGV[5] == '1' then
   local verdict = guard_judge(range, now, g)
   if verdict then return {'pumping_guard', verdict[2], verdict[1]} end
 end
+-- The first write: Redis does not roll a script back, so a failing XADD must precede the rest.
 if ARGV[9] ~= '' then
   redis.call('XADD', KEYS[3], '*', ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14])
 end
