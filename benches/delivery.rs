@@ -498,6 +498,7 @@ async fn memory(n: usize) {
             message_id: msg.clone(),
             subject: format!("{:032x}", i),
             key_id: String::new(),
+            guard: Default::default(),
         };
         let m = MessageRecord {
             id: msg,
@@ -511,7 +512,17 @@ async fn memory(n: usize) {
             delivered_at_ms: None,
             error: None,
         };
-        VerificationStore::create(&store, &v, &m).await.unwrap();
+        let plan = otpgate::limits::Plan::default();
+        let guards = otpgate::store::SendGuards {
+            plan: &plan,
+            account: None,
+            event: None,
+            job: None,
+        };
+        VerificationStore::create(&store, &v, &m, guards)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let after = rss_kib();
     println!(

@@ -16,7 +16,8 @@
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
 //! - [`activation`]: activation codes (§3.4); [`totp`]: authenticator codes (§3.5).
-//! - [`limits`], [`subscriber`]: so far only their configuration.
+//! - [`limits`]: `[limits]` rules, applied by the stores in the operations they guard.
+//! - [`subscriber`]: carrier subscriber checks (CAMARA, static file).
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
@@ -152,7 +153,9 @@ pub async fn run(
 
     let store = match config.store.backend {
         StoreBackend::Memory => {
-            let m = Arc::new(store::memory::MemoryStore::new());
+            let m = Arc::new(store::memory::MemoryStore::with_guard(
+                limits::pumping::Guard::from_config(&config.limits.pumping_guard),
+            ));
             let sweeper = m.clone();
             let clock = options.clock.clone();
             tokio::spawn(async move {
@@ -266,6 +269,7 @@ pub async fn run(
         &config.phone.allowed_countries,
     )
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
+    let limiter = Arc::new(limits::Limiter::new(&config.limits));
     let verifications = otp::Verifications {
         stores: store.clone(),
         composer: composer.clone(),
@@ -273,6 +277,7 @@ pub async fn run(
         default_locale: config.sms.default_locale,
         outbox: outbox.clone(),
         routing: routing.clone(),
+        limits: limiter.clone(),
     };
     let state = api::AppState {
         config: config.clone(),
@@ -298,6 +303,8 @@ pub async fn run(
             stores: store.clone(),
             outbox: outbox.clone(),
             routing: routing.clone(),
+            limits: limiter.clone(),
+            composer: composer.clone(),
         }),
         store: store.clone(),
         smscs: Arc::new(statuses),

@@ -124,13 +124,6 @@ fn main() -> ExitCode {
             for w in config.warnings() {
                 tracing::warn!(key = %w.path, "{}", w.message);
             }
-            // Until the limits land, say loudly that `[limits]` is only parsed.
-            for limit in otpgate::limits::unenforced(&config.limits) {
-                tracing::error!(
-                    limit,
-                    "limits.{limit} is configured but NOT enforced by this version"
-                );
-            }
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

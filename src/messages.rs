@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::ids;
-use crate::outbox::{Body, Job, Outbox, Priority, Routing};
+use crate::limits::{Limiter, Refused};
+use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::sms;
 use crate::store::{self, MessageRecord, RETENTION_AFTER_EXPIRY_MS, Stores};
@@ -27,12 +28,18 @@ pub enum Error {
     /// No SMSC takes the number (no route prefix matches and no SMSC without routes).
     #[error("no SMSC takes this number")]
     Unroutable,
+    /// Refused by `per_country`; nothing was queued or counted.
+    #[error("rate limited ({})", .0.limit.as_str())]
+    RateLimited(Refused),
 }
 
 pub struct Messages {
     pub stores: Stores,
     pub outbox: Outbox,
     pub routing: Arc<Routing>,
+    pub limits: Arc<Limiter>,
+    /// For the keyed hashes of limit counters.
+    pub composer: Arc<Composer>,
 }
 
 impl Messages {
@@ -47,6 +54,14 @@ impl Messages {
         let route = self.routing.route(&to).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
             return Err(Error::Outbox(crate::outbox::Error::Full));
+        }
+        // `per_country` counts every SMS, notifications included (contract §6). Counted when
+        // let through, before the record and the queueing: a queueing that fails after it
+        // (queue full, store down between the two) costs one count.
+        let plan = self.limits.for_notification(&self.composer.codes, &to);
+        if let Err(r) = self.stores.limits.apply(&plan, now_ms).await? {
+            crate::limits::refused(r.limit);
+            return Err(Error::RateLimited(r));
         }
         let seg = sms::split(&text);
         let parts = self.routing.parts_on(&route, &seg);

@@ -43,6 +43,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 429 for a `[limits]` refusal: `retry_after_s` (and `Retry-After`) rounded up, so a retry
+    /// after that many seconds passes.
+    pub fn rate_limited(r: crate::limits::Refused) -> ApiError {
+        ApiError::RateLimited {
+            limit: r.limit.as_str(),
+            retry_after_s: r.retry_after_s(),
+        }
+    }
+}
+
 impl From<phone::PhoneError> for ApiError {
     fn from(e: phone::PhoneError) -> Self {
         match e {
@@ -85,6 +96,7 @@ impl From<otp::Error> for ApiError {
                 tracing::error!("SMS queue full; refusing new codes");
                 ApiError::Unavailable
             }
+            otp::Error::RateLimited(r) => ApiError::rate_limited(r),
         }
     }
 }

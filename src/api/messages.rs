@@ -56,6 +56,7 @@ impl From<messages::Error> for ApiError {
             messages::Error::Store(e) => e.into(),
             messages::Error::NotFound => ApiError::NotFound,
             messages::Error::Unroutable => ApiError::CountryNotAllowed,
+            messages::Error::RateLimited(r) => ApiError::rate_limited(r),
             messages::Error::Outbox(e) => {
                 tracing::error!(error = %e, "notification not queued");
                 ApiError::Unavailable

@@ -148,6 +148,7 @@ pub async fn create(
                 account_id: req.account_id,
                 phone,
                 locale,
+                ip: req.context.and_then(|c| c.ip),
             },
             now,
         )

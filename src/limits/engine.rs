@@ -52,6 +52,13 @@ pub fn worst(refusals: impl IntoIterator<Item = Refused>) -> Option<Refused> {
     refusals.into_iter().max_by_key(|r| r.retry_after_ms)
 }
 
+/// What a code check did, for the limits: a wrong code was counted, or the code approved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckEffect {
+    pub failed: bool,
+    pub approved: bool,
+}
+
 /// The pumping guard's part of a request: the range of the number a code SMS goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeCharge {
@@ -143,6 +150,37 @@ impl MemoryLimits {
             }
         }
         Ok(out)
+    }
+
+    /// Runs a code check (`change`) under the limits lock; records `failure` when the check
+    /// says a wrong code was counted, and an approval in `range` when it approved.
+    pub fn after_check<T>(
+        &self,
+        failure: Option<&Charge>,
+        range: Option<&RangeCharge>,
+        now_ms: i64,
+        change: impl FnOnce() -> (T, CheckEffect),
+    ) -> T {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, effect) = change();
+        if effect.failed
+            && let Some(c) = failure
+        {
+            let (_, log) = st
+                .logs
+                .entry(c.key.clone())
+                .or_insert_with(|| (c.rule, Vec::new()));
+            window::record(log, c.rule, now_ms);
+        }
+        if effect.approved
+            && let (Some(g), Some(rc)) = (&self.guard, range)
+        {
+            st.ranges
+                .entry(rc.range.clone())
+                .or_default()
+                .record_approved(g, now_ms);
+        }
+        out
     }
 
     /// Checks and records `charges` with nothing else to guard.

@@ -14,13 +14,14 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::config::OtpConfig;
 use crate::ids;
+use crate::limits::{Limiter, Plan, Refused, Subject};
 use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::{self, Locale};
 use crate::store::{
-    self, CheckOutcome, CheckRequest, CodeProof, DeliveryStatus, MessageRecord, MessageUpdate,
-    ResendOutcome, Status, Stores, Verification,
+    self, AccountEvent, CheckGuards, CheckOutcome, CheckRequest, CodeProof, EventKind,
+    MessageRecord, ResendOutcome, SendGuards, Status, Stores, Verification, VerificationGuard,
 };
 use codes::codes_equal;
 
@@ -56,9 +57,13 @@ pub enum Error {
     /// No SMSC takes the number (no route prefix matches and no SMSC without routes).
     #[error("no SMSC takes this number")]
     Unroutable,
-    /// The SMS queue is full: delivery is not keeping up.
+    /// The SMS queue is full: delivery is not keeping up (the memory outbox; with Redis a
+    /// failed queueing is a [`Error::Store`]: the entry is written by the store's script).
     #[error("SMS queue full")]
     QueueFull,
+    /// Refused by a `[limits]` rule; nothing was sent or counted.
+    #[error("rate limited ({})", .0.limit.as_str())]
+    RateLimited(Refused),
 }
 
 /// A request for a new verification, validated by the API layer.
@@ -68,6 +73,8 @@ pub struct NewVerification {
     pub account_id: Option<String>,
     pub phone: Option<Phone>,
     pub locale: Option<Locale>,
+    /// `context.ip` of the end user (`per_ip`, the account's events).
+    pub ip: Option<String>,
 }
 
 /// The verification service: cheap to share behind an `Arc`.
@@ -78,6 +85,7 @@ pub struct Verifications {
     pub default_locale: Locale,
     pub outbox: Outbox,
     pub routing: Arc<Routing>,
+    pub limits: Arc<Limiter>,
 }
 
 impl Verifications {
@@ -97,22 +105,34 @@ impl Verifications {
             (_, None) => return Err(Error::PhoneNotRegistered),
         };
         let route = self.routing.route(&phone).ok_or(Error::Unroutable)?;
-        if self.outbox.is_full() {
-            return Err(Error::QueueFull);
-        }
         let policy = self.otp.policy(req.purpose);
         let subject_key = match &req.account_id {
             Some(a) => format!("a:{a}"),
             None => format!("p:{}", phone.e164()),
         };
-        let subject =
-            self.composer
-                .codes
-                .subject_hash(&[client, req.purpose.as_str(), &subject_key]);
+        let codes = &self.composer.codes;
+        let subject = codes.subject_hash(&[client, req.purpose.as_str(), &subject_key]);
         let tag = ids::tag_of(&subject);
         let id = ids::new_id("ver", &tag);
         let message_id = ids::new_id("msg", &tag);
         let ttl_ms = policy.ttl.as_millis() as i64;
+        let plan = self.limits.for_create(
+            codes,
+            Subject {
+                account: req.account_id.as_deref(),
+                phone: &phone,
+                ip: req.ip.as_deref(),
+            },
+        );
+        let guard = VerificationGuard {
+            failures_key: req
+                .account_id
+                .as_deref()
+                .and_then(|a| self.limits.failure_charge(codes, a))
+                .map(|c| c.key),
+            range: plan.range.as_ref().map(|r| r.range.clone()),
+            ip: req.ip,
+        };
         let v = Verification {
             id,
             client: client.to_owned(),
@@ -132,13 +152,68 @@ impl Verifications {
             cooldown_ms: policy.resend_cooldown.as_millis() as i64,
             message_id: message_id.clone(),
             subject: hex::encode(&subject[..16]),
-            key_id: self.composer.codes.current_id().to_owned(),
+            key_id: codes.current_id().to_owned(),
+            guard,
         };
         let (job, record) = self.compose(&v, &message_id, route, now_ms);
-        self.stores.verifications.create(&v, &record).await?;
-        self.enqueue(job, now_ms).await?;
+        let event = v.account_id.as_ref().map(|_| sent_event(&v, now_ms));
+        let guards = SendGuards {
+            plan: &plan,
+            account: v.account_id.as_deref(),
+            event: event.as_ref(),
+            job: Some(&job),
+        };
+        // One atomic operation: limits, the subject's previous verification canceled, the new
+        // one, its SMS record and event, and the SMS queued. The memory outbox cannot be part
+        // of the store's step: room is reserved first, so the push after it cannot fail.
+        let created = match &self.outbox {
+            Outbox::Memory(m) => {
+                let room = m.reserve().map_err(|_| Error::QueueFull)?;
+                let out = self
+                    .stores
+                    .verifications
+                    .create(
+                        &v,
+                        &record,
+                        SendGuards {
+                            job: None,
+                            ..guards
+                        },
+                    )
+                    .await?;
+                if out.is_ok() {
+                    room.push(job);
+                }
+                out
+            }
+            Outbox::Redis(_) => {
+                self.stores
+                    .verifications
+                    .create(&v, &record, guards)
+                    .await?
+            }
+        };
+        if let Err(r) = created {
+            return Err(self.refused(client, &v, r, now_ms).await);
+        }
         metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
         Ok(v)
+    }
+
+    /// A request refused by a limit: counted by limit, written to the account's events.
+    async fn refused(&self, client: &str, v: &Verification, r: Refused, now_ms: i64) -> Error {
+        crate::limits::refused(r.limit);
+        if let Some(a) = &v.account_id {
+            let e = AccountEvent::new(EventKind::RateLimited, client, now_ms)
+                .purpose(v.purpose.as_str())
+                .phone_masked(v.phone.masked())
+                .ip(v.guard.ip.as_deref())
+                .detail(r.limit.as_str());
+            if let Err(err) = self.stores.events.append(a, &e).await {
+                tracing::warn!(error = %err, "could not record a refusal in the account's events");
+            }
+        }
+        Error::RateLimited(r)
     }
 
     /// Sends the code again; `allowed` are the purposes the calling client may use.
@@ -155,34 +230,74 @@ impl Verifications {
         if !allowed.contains(&current.purpose) {
             return Err(Error::Forbidden);
         }
-        if self.outbox.is_full() {
-            return Err(Error::QueueFull);
-        }
         let tag = ids::parse("ver", id).ok_or(Error::NotFound)?;
         let message_id = ids::new_id("msg", tag);
         let route = self.routing.route_of(&current.phone);
         let (job, record) = self.compose(&current, &message_id, route, now_ms);
-        match self
-            .stores
-            .verifications
-            .resend(client, id, now_ms, &record)
-            .await?
-        {
+        let plan: Plan = self.limits.for_resend(&self.composer.codes, &current.phone);
+        let event = current
+            .account_id
+            .as_ref()
+            .map(|_| sent_event(&current, now_ms));
+        let guards = SendGuards {
+            plan: &plan,
+            account: current.account_id.as_deref(),
+            event: event.as_ref(),
+            job: Some(&job),
+        };
+        let outcome = match &self.outbox {
+            Outbox::Memory(m) => {
+                let room = m.reserve().map_err(|_| Error::QueueFull)?;
+                let out = self
+                    .stores
+                    .verifications
+                    .resend(
+                        client,
+                        id,
+                        now_ms,
+                        &record,
+                        SendGuards {
+                            job: None,
+                            ..guards
+                        },
+                    )
+                    .await?;
+                if let ResendOutcome::Sent(_) = out {
+                    room.push(job);
+                }
+                out
+            }
+            Outbox::Redis(_) => {
+                self.stores
+                    .verifications
+                    .resend(client, id, now_ms, &record, guards)
+                    .await?
+            }
+        };
+        match outcome {
             ResendOutcome::Sent(v) => {
-                self.enqueue(job, now_ms).await?;
                 metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "resent").increment(1);
                 Ok(*v)
             }
+            ResendOutcome::Limited(r) => Err(self.refused(client, &current, r, now_ms).await),
             ResendOutcome::NotFound => Err(Error::NotFound),
             ResendOutcome::Expired => Err(Error::Expired),
             ResendOutcome::AlreadyUsed => Err(Error::AlreadyUsed),
             ResendOutcome::Locked => Err(Error::Locked),
-            ResendOutcome::Cooldown { retry_after_ms } => Err(Error::ResendCooldown {
-                retry_after_s: ceil_secs(retry_after_ms),
-            }),
-            ResendOutcome::MaxSends => Err(Error::MaxSends {
-                retry_after_s: ceil_secs(current.expires_at_ms - now_ms),
-            }),
+            ResendOutcome::Cooldown { retry_after_ms } => {
+                metrics::counter!("otpgate_rate_limited_total", "limit" => "resend_cooldown")
+                    .increment(1);
+                Err(Error::ResendCooldown {
+                    retry_after_s: ceil_secs(retry_after_ms),
+                })
+            }
+            ResendOutcome::MaxSends => {
+                metrics::counter!("otpgate_rate_limited_total", "limit" => "max_sends")
+                    .increment(1);
+                Err(Error::MaxSends {
+                    retry_after_s: ceil_secs(current.expires_at_ms - now_ms),
+                })
+            }
         }
     }
 
@@ -208,6 +323,10 @@ impl Verifications {
                     allowed,
                     proof: &proof,
                     now_ms,
+                    guards: CheckGuards {
+                        failures_rule: self.limits.failures_rule(),
+                        guard: self.limits.guard,
+                    },
                 },
             )
             .await?;
@@ -309,29 +428,14 @@ impl Verifications {
         );
         (job, record)
     }
+}
 
-    /// Hands the job to the outbox; when that fails the message is marked failed and the call
-    /// answers 503 (the verification exists, but the client was not told it was sent).
-    async fn enqueue(&self, job: Job, now_ms: i64) -> Result<(), Error> {
-        let id = job.message_id.clone();
-        if let Err(e) = self.outbox.push(job).await {
-            tracing::error!(message_id = %id, error = %e, "could not queue SMS");
-            let _ = self
-                .stores
-                .messages
-                .update(
-                    &id,
-                    &MessageUpdate {
-                        status: DeliveryStatus::Failed,
-                        at_ms: now_ms,
-                        error: Some(e.to_string()),
-                    },
-                )
-                .await;
-            return Err(Error::QueueFull);
-        }
-        Ok(())
-    }
+/// `verification_sent` for the account's history (create and each resend).
+fn sent_event(v: &Verification, now_ms: i64) -> AccountEvent {
+    AccountEvent::new(EventKind::VerificationSent, &v.client, now_ms)
+        .purpose(v.purpose.as_str())
+        .phone_masked(v.phone.masked())
+        .ip(v.guard.ip.as_deref())
 }
 
 fn ceil_secs(ms: i64) -> u64 {

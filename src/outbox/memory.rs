@@ -26,6 +26,28 @@ enum Take {
     WaitUntil(Option<i64>),
 }
 
+/// Room for one job in a [`MemoryOutbox`] (see [`MemoryOutbox::reserve`]).
+pub struct Reservation<'a> {
+    outbox: &'a MemoryOutbox,
+    used: bool,
+}
+
+impl Reservation<'_> {
+    /// Queues the job in the room reserved.
+    pub fn push(mut self, job: Job) {
+        self.used = true;
+        self.outbox.insert_counted(job, false, true);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.outbox.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl MemoryOutbox {
     /// An outbox on the system clock.
     pub fn new(capacity: usize) -> MemoryOutbox {
@@ -55,6 +77,30 @@ impl MemoryOutbox {
         Ok(())
     }
 
+    /// Room for one job, taken now (so the push that follows cannot fail): the transactional
+    /// create reserves before its store operation and pushes after it, and a refused or failed
+    /// operation gives the room back by dropping the reservation.
+    pub fn reserve(&self) -> Result<Reservation<'_>, Error> {
+        let mut cur = self.len.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.capacity {
+                return Err(Error::Full);
+            }
+            match self
+                .len
+                .compare_exchange_weak(cur, cur + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        outbox: self,
+                        used: false,
+                    });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Back into the queue, at the front (it waited longest) unless it must wait.
     pub fn release(&self, job: Job) {
         let front = job.not_before_ms <= self.clock.now_ms();
@@ -62,11 +108,17 @@ impl MemoryOutbox {
     }
 
     fn insert(&self, job: Job, front: bool) {
+        self.insert_counted(job, front, false)
+    }
+
+    fn insert_counted(&self, job: Job, front: bool, counted: bool) {
         {
             let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             // Counted under the lock, so a taker never sees the job before its count (which
             // would wrap the counter below zero and make the outbox look full).
-            self.len.fetch_add(1, Ordering::Relaxed);
+            if !counted {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
             let slot = q.entry(job.route.clone()).or_default();
             let lane = &mut slot[job.priority.index()];
             if front {

@@ -43,6 +43,17 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(3);
 const GROUP: &str = "otpgate";
 
+/// The fields of a new job's stream entry (`v`, `k`, `j`), in order: what [`RedisOutbox::push`]
+/// writes and what the store's create and resend scripts `XADD` in their own step (a
+/// transactional outbox), into the stream `Keys::outbox_stream(job.route, job.priority)`.
+pub fn entry_fields(job: &Job) -> Result<[(&'static str, String); 3], Error> {
+    Ok([
+        ("v", JOB_VERSION.to_string()),
+        ("k", job.kind().to_owned()),
+        ("j", serde_json::to_string(job)?),
+    ])
+}
+
 pub struct RedisOutbox {
     client: redis::Client,
     conn: ConnectionManager,
@@ -94,19 +105,13 @@ impl RedisOutbox {
     }
 
     pub async fn push(&self, job: &Job) -> Result<(), Error> {
-        let json = serde_json::to_string(job)?;
         let mut c = self.conn.clone();
-        let _: String = redis::cmd("XADD")
-            .arg(self.stream(&job.route, job.priority))
-            .arg("*")
-            .arg("v")
-            .arg(JOB_VERSION)
-            .arg("k")
-            .arg(job.kind())
-            .arg("j")
-            .arg(json)
-            .query_async(&mut c)
-            .await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.stream(&job.route, job.priority)).arg("*");
+        for (k, v) in entry_fields(job)? {
+            cmd.arg(k).arg(v);
+        }
+        let _: String = cmd.query_async(&mut c).await?;
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 //! | `ai:{tag}:<hex>:<hex>` | string | the redeem index: key of the latest activation of (client, keyed hash of the application number) | `act_issue.lua` |
 //! | `aa:<hex>` | string | key of the latest activation of (client, account) | `act_issue.lua` |
 //! | `t:<hex>` | hash | an account's TOTP enrolment (the secret sealed) | `totp_enrol.lua`, `totp_apply.lua`, `DEL` |
+//! | `l:<hex>` | list | a `[limits]` counter: times of the events it let through, newest first (the hex a keyed hash of limit, rule and subject) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua`, `apply.lua` |
+//! | `l:range:<digits>` | hash | the pumping guard's counts of a number range (its first `prefix_digits` digits) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -102,6 +104,11 @@ impl Keys {
     /// An account's TOTP enrolment (the account id hashed).
     pub fn totp(&self, account: &str) -> String {
         format!("{}t:{}", self.prefix, short_hash(account))
+    }
+
+    /// A `[limits]` counter (`name` is a keyed hash, or `range:<digits>` for the pumping guard).
+    pub fn limit(&self, name: &str) -> String {
+        format!("{}l:{name}", self.prefix)
     }
 
     /// The outbox's delayed retries.

@@ -6,18 +6,17 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
-use super::verifications::CheckRequest;
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, Health,
-    MessageRecord, MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt,
-    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Verification, VerificationStore,
-    smsc_id_forms,
+    BoxFuture, CORRELATION_TTL_MS, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
+    MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS,
+    Verification, smsc_id_forms,
 };
-use crate::otp::challenge;
 
 pub mod activations;
 pub mod events;
+pub mod limits;
 pub mod totp;
+pub mod verifications;
 
 const SHARDS: usize = 32;
 
@@ -77,6 +76,8 @@ pub struct MemoryStore {
     pub(crate) events: events::MemoryEvents,
     activations: activations::MemoryActivations,
     totp: totp::MemoryTotp,
+    /// `[limits]` counters; taken before any other lock by the operations they guard.
+    pub(crate) limits: crate::limits::MemoryLimits,
 }
 
 /// A message with its receipt bookkeeping.
@@ -110,7 +111,13 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A store without the pumping guard.
     pub fn new() -> MemoryStore {
+        MemoryStore::with_guard(None)
+    }
+
+    /// A store whose limits include the pumping guard `guard` (`[limits.pumping_guard]`).
+    pub fn with_guard(guard: Option<crate::limits::pumping::Guard>) -> MemoryStore {
         MemoryStore {
             verifications: Sharded::new(),
             subjects: Sharded::new(),
@@ -120,6 +127,7 @@ impl MemoryStore {
             events: events::MemoryEvents::default(),
             activations: Default::default(),
             totp: Default::default(),
+            limits: crate::limits::MemoryLimits::new(guard),
         }
     }
 
@@ -134,6 +142,7 @@ impl MemoryStore {
             + {
                 self.events.sweep(now_ms);
                 self.activations.sweep(now_ms);
+                self.limits.sweep(now_ms);
                 0
             }
     }
@@ -145,87 +154,6 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
-    fn create_verification(&self, v: &Verification, msg: &MessageRecord) {
-        // Both the old and the new verification are looked up under the subject lock, so
-        // two creations for one subject cannot both stay pending.
-        self.subjects.with(&v.subject, |subjects| {
-            if let Some((old, _)) = subjects.get(&v.subject) {
-                self.verifications.with(old, |vs| {
-                    if let Some(o) = vs.get_mut(old)
-                        && o.status == Status::Pending
-                    {
-                        o.status = Status::Canceled;
-                    }
-                });
-            }
-            self.verifications
-                .with(&v.id, |vs| vs.insert(v.id.clone(), v.clone()));
-            subjects.insert(v.subject.clone(), (v.id.clone(), v.expires_at_ms));
-        });
-        self.messages.with(&msg.id, |m| {
-            m.insert(
-                msg.id.clone(),
-                StoredMessage::new(msg.clone(), v.expires_at_ms),
-            )
-        });
-    }
-
-    fn check_verification(&self, id: &str, req: &CheckRequest<'_>) -> Checked {
-        self.verifications.with(id, |vs| {
-            let Some(v) = vs.get_mut(id).filter(|v| v.client == req.client) else {
-                return Checked {
-                    outcome: CheckOutcome::NotFound,
-                    purpose: None,
-                };
-            };
-            if !req.allowed.contains(&v.purpose) {
-                return Checked {
-                    outcome: CheckOutcome::Forbidden,
-                    purpose: Some(v.purpose),
-                };
-            }
-            let correct = req.proof.is_right(&v.key_id, v.digits);
-            let mut c = v.challenge();
-            let outcome = challenge::check(&mut c, correct, req.now_ms);
-            v.set_challenge(&c);
-            Checked {
-                outcome,
-                purpose: Some(v.purpose),
-            }
-        })
-    }
-
-    fn resend_verification(
-        &self,
-        client: &str,
-        id: &str,
-        now_ms: i64,
-        msg: &MessageRecord,
-    ) -> ResendOutcome {
-        let outcome = self.verifications.with(id, |vs| {
-            let Some(v) = vs.get_mut(id).filter(|v| v.client == client) else {
-                return ResendOutcome::NotFound;
-            };
-            let mut c = v.challenge();
-            let verdict = challenge::resend(&mut c, now_ms);
-            if let Some(refused) = ResendOutcome::refused(verdict) {
-                return refused;
-            }
-            v.set_challenge(&c);
-            v.message_id = msg.id.clone();
-            ResendOutcome::Sent(Box::new(v.clone()))
-        });
-        if let ResendOutcome::Sent(v) = &outcome {
-            self.messages.with(&msg.id, |m| {
-                m.insert(
-                    msg.id.clone(),
-                    StoredMessage::new(msg.clone(), v.expires_at_ms),
-                )
-            });
-        }
-        outcome
-    }
-
     fn correlate_parts(
         &self,
         smsc: &str,
@@ -281,46 +209,6 @@ impl MemoryStore {
 
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, Error>> {
     Box::pin(std::future::ready(Ok(v)))
-}
-
-impl VerificationStore for MemoryStore {
-    fn create<'a>(
-        &'a self,
-        v: &'a Verification,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        self.create_verification(v, msg);
-        ready(())
-    }
-
-    fn get<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Verification>, Error>> {
-        ready(
-            self.verifications
-                .with(id, |vs| vs.get(id).filter(|v| v.client == client).cloned()),
-        )
-    }
-
-    fn check<'a>(
-        &'a self,
-        id: &'a str,
-        req: &'a CheckRequest<'a>,
-    ) -> BoxFuture<'a, Result<Checked, Error>> {
-        ready(self.check_verification(id, req))
-    }
-
-    fn resend<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-        now_ms: i64,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<ResendOutcome, Error>> {
-        ready(self.resend_verification(client, id, now_ms, msg))
-    }
 }
 
 impl MessageStore for MemoryStore {

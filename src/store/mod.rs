@@ -24,6 +24,7 @@ pub mod config;
 pub mod connect;
 pub mod events;
 pub mod keys;
+pub mod limits;
 pub mod memory;
 pub mod messages;
 pub mod planned;
@@ -36,13 +37,15 @@ use std::sync::Arc;
 pub use crate::otp::challenge::CheckOutcome;
 pub use activations::ActivationStore;
 pub use events::{AccountEvent, EventKind, EventStore};
+pub use limits::LimitStore;
 pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
 pub use totp::TotpStore;
 pub use verifications::{
-    CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
+    CheckGuards, CheckRequest, Checked, CodeProof, ResendOutcome, SendGuards, Status, Verification,
+    VerificationGuard, VerificationStore,
 };
 
 /// The future every store method returns.
@@ -94,6 +97,7 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     pub activations: Arc<dyn ActivationStore>,
     pub totp: Arc<dyn TotpStore>,
+    pub limits: Arc<dyn LimitStore>,
     health: Arc<dyn Health>,
 }
 
@@ -106,6 +110,7 @@ impl Stores {
             events: m.clone(),
             activations: m.clone(),
             totp: m.clone(),
+            limits: m.clone(),
             health: m,
         }
     }
@@ -119,6 +124,7 @@ impl Stores {
             events: r.clone(),
             activations: r.clone(),
             totp: r.clone(),
+            limits: r.clone(),
             health: r,
         }
     }

@@ -123,15 +123,3 @@ pub trait PhoneChangeStore: Send + Sync {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<bool, Error>>;
 }
-
-/// Fixed-window counters for `[limits]`.
-pub trait LimitStore: Send + Sync {
-    /// Adds one to each `(key, limit, window_ms)` counter unless one of them is at its limit;
-    /// all or none, atomically. `Ok(None)` when counted, else the milliseconds until the first
-    /// full counter's window ends.
-    fn hit<'a>(
-        &'a self,
-        counters: &'a [(String, u32, i64)],
-        now_ms: i64,
-    ) -> BoxFuture<'a, Result<Option<i64>, Error>>;
-}

@@ -4,21 +4,18 @@
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, Script, Value};
+use redis::{FromRedisValue, Script};
 
 use super::keys::Keys;
-use super::verifications::CheckRequest;
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, Health,
-    MessageRecord, MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt,
-    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Verification, VerificationStore, connect,
-    smsc_id_forms,
+    BoxFuture, CORRELATION_TTL_MS, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
+    MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, connect, smsc_id_forms,
 };
-use crate::ids;
-use crate::phone::Phone;
-use crate::purpose::Purpose;
 pub mod activations;
 pub mod totp;
+
+pub mod limits;
+pub mod verifications;
 
 #[derive(Clone)]
 enum Conn {
@@ -35,6 +32,7 @@ pub struct RedisStore {
 }
 
 struct Scripts {
+    apply_limits: Script,
     create: Script,
     check: Script,
     resend: Script,
@@ -57,9 +55,10 @@ impl RedisStore {
             conn,
             keys: Keys::new(prefix),
             scripts: std::sync::Arc::new(Scripts {
-                create: Script::new(include_str!("lua/create.lua")),
-                check: Script::new(include_str!("lua/check.lua")),
-                resend: Script::new(include_str!("lua/resend.lua")),
+                apply_limits: crate::limits::redis::apply_script(),
+                create: with_limits(include_str!("lua/create.lua")),
+                check: with_limits(include_str!("lua/check.lua")),
+                resend: with_limits(include_str!("lua/resend.lua")),
                 update_message: Script::new(include_str!("lua/update_message.lua")),
                 correlate: Script::new(include_str!("lua/correlate.lua")),
                 match_receipt: Script::new(include_str!("lua/match_receipt.lua")),
@@ -87,37 +86,14 @@ impl RedisStore {
     }
 }
 
-fn malformed(id: &str) -> Error {
+pub(crate) fn malformed(id: &str) -> Error {
     Error::Corrupt {
         key: id.to_owned(),
         reason: "malformed id",
     }
 }
 
-fn ver_fields(v: &Verification) -> Vec<(&'static str, String)> {
-    vec![
-        ("c", v.client.clone()),
-        ("p", v.purpose.as_str().to_owned()),
-        ("a", v.account_id.clone().unwrap_or_default()),
-        ("ph", v.phone.e164().to_owned()),
-        ("l", v.locale.as_str().to_owned()),
-        ("s", v.status.as_str().to_owned()),
-        ("d", v.digits.to_string()),
-        ("ca", v.created_at_ms.to_string()),
-        ("ea", v.expires_at_ms.to_string()),
-        ("au", v.attempts_used.to_string()),
-        ("ma", v.max_attempts.to_string()),
-        ("sn", v.sends.to_string()),
-        ("xs", v.max_sends.to_string()),
-        ("ls", v.last_sent_ms.to_string()),
-        ("cd", v.cooldown_ms.to_string()),
-        ("m", v.message_id.clone()),
-        ("sj", v.subject.clone()),
-        ("k", v.key_id.clone()),
-    ]
-}
-
-fn msg_fields(m: &MessageRecord) -> Vec<(&'static str, String)> {
+pub(crate) fn msg_fields(m: &MessageRecord) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("c", m.client.clone()),
         ("o", m.owner.clone()),
@@ -138,39 +114,7 @@ fn msg_fields(m: &MessageRecord) -> Vec<(&'static str, String)> {
     f
 }
 
-type Fields = std::collections::HashMap<String, String>;
-
-fn ver_from_fields(id: &str, f: &Fields) -> Result<Verification, Error> {
-    let corrupt = |what: &'static str| Error::Corrupt {
-        key: id.to_owned(),
-        reason: what,
-    };
-    let s = |k: &'static str| f.get(k).cloned().ok_or_else(|| corrupt(k));
-    let n = |k: &'static str| -> Result<i64, Error> { s(k)?.parse().map_err(|_| corrupt(k)) };
-    let account = s("a")?;
-    Ok(Verification {
-        id: id.to_owned(),
-        client: s("c")?,
-        purpose: Purpose::parse(&s("p")?).ok_or_else(|| corrupt("p"))?,
-        account_id: (!account.is_empty()).then_some(account),
-        phone: Phone::from_e164_unchecked(s("ph")?),
-        locale: s("l")?.parse().map_err(|_| corrupt("l"))?,
-        status: Status::parse(&s("s")?).ok_or_else(|| corrupt("s"))?,
-        digits: n("d")? as u8,
-        created_at_ms: n("ca")?,
-        expires_at_ms: n("ea")?,
-        attempts_used: n("au")? as u32,
-        max_attempts: n("ma")? as u32,
-        sends: n("sn")? as u32,
-        max_sends: n("xs")? as u32,
-        last_sent_ms: n("ls")?,
-        cooldown_ms: n("cd")?,
-        message_id: s("m")?,
-        subject: s("sj")?,
-        // Absent in verifications stored before keys had ids: the current key.
-        key_id: f.get("k").cloned().unwrap_or_default(),
-    })
-}
+pub(crate) type Fields = std::collections::HashMap<String, String>;
 
 fn msg_from_fields(id: &str, f: &Fields) -> Result<MessageRecord, Error> {
     let corrupt = |what: &'static str| Error::Corrupt {
@@ -194,171 +138,6 @@ fn msg_from_fields(id: &str, f: &Fields) -> Result<MessageRecord, Error> {
 }
 
 impl RedisStore {
-    async fn create_verification(
-        &self,
-        v: &Verification,
-        msg: &MessageRecord,
-    ) -> Result<(), Error> {
-        let tag = ids::parse("ver", &v.id).ok_or_else(|| malformed(&v.id))?;
-        let ver_key = self
-            .keys
-            .verification(&v.id)
-            .ok_or_else(|| malformed(&v.id))?;
-        let msg_key = self
-            .keys
-            .message(&msg.id)
-            .ok_or_else(|| malformed(&msg.id))?;
-        let now = v.created_at_ms;
-        let ver_ttl = (v.expires_at_ms - now).max(1) + RETENTION_AFTER_EXPIRY_MS;
-        let subject_ttl = (v.expires_at_ms - now).max(1);
-        let vf = ver_fields(v);
-        let mut inv = self.scripts.create.prepare_invoke();
-        inv.key(&ver_key)
-            .key(self.keys.subject(tag, &v.subject))
-            .key(&msg_key);
-        inv.arg(&v.id)
-            .arg(ver_ttl)
-            .arg(subject_ttl)
-            .arg(self.keys.verification_prefix(tag))
-            .arg(vf.len() * 2);
-        for (k, val) in &vf {
-            inv.arg(*k).arg(val);
-        }
-        for (k, val) in msg_fields(msg) {
-            inv.arg(k).arg(val);
-        }
-        let _: i64 = self.run(&mut inv).await?;
-        Ok(())
-    }
-
-    async fn get_verification(
-        &self,
-        client: &str,
-        id: &str,
-    ) -> Result<Option<Verification>, Error> {
-        let Some(key) = self.keys.verification(id) else {
-            return Ok(None);
-        };
-        let f: Fields = self.query(redis::cmd("HGETALL").arg(&key)).await?;
-        if f.is_empty() || f.get("c").map(String::as_str) != Some(client) {
-            return Ok(None);
-        }
-        ver_from_fields(id, &f).map(Some)
-    }
-
-    async fn check_verification(&self, id: &str, req: &CheckRequest<'_>) -> Result<Checked, Error> {
-        let Some(key) = self.keys.verification(id) else {
-            return Ok(Checked {
-                outcome: CheckOutcome::NotFound,
-                purpose: None,
-            });
-        };
-        let allowed: String = req
-            .allowed
-            .iter()
-            .fold(",".to_owned(), |s, p| s + p.as_str() + ",");
-        let mut inv = self.scripts.check.prepare_invoke();
-        inv.key(&key)
-            .arg(req.client)
-            .arg(req.now_ms)
-            .arg(&req.proof.current_key_id)
-            .arg(allowed);
-        for (k, d) in &req.proof.matches {
-            inv.arg(format!("{k}:{d}"));
-        }
-        let v: Vec<Value> = self.run(&mut inv).await?;
-        let text = |i: usize| {
-            v.get(i)
-                .cloned()
-                .and_then(|x| String::from_redis_value(x).ok())
-                .unwrap_or_default()
-        };
-        let word = text(0);
-        let purpose = Purpose::parse(&text(1));
-        let n = v
-            .get(2)
-            .cloned()
-            .and_then(|x| i64::from_redis_value(x).ok());
-        let outcome = match word.as_str() {
-            "not_found" => CheckOutcome::NotFound,
-            "forbidden" => CheckOutcome::Forbidden,
-            "already_used" => CheckOutcome::AlreadyUsed,
-            "locked" => CheckOutcome::Locked,
-            "expired" => CheckOutcome::Expired,
-            "approved" => CheckOutcome::Approved,
-            "locked_now" => CheckOutcome::LockedNow,
-            "wrong" => CheckOutcome::Wrong {
-                attempts_remaining: n.unwrap_or(0).max(0) as u32,
-            },
-            _ => {
-                return Err(Error::UnexpectedReply {
-                    command: "check.lua",
-                    reply: word,
-                });
-            }
-        };
-        Ok(Checked { outcome, purpose })
-    }
-
-    async fn resend_verification(
-        &self,
-        client: &str,
-        id: &str,
-        now_ms: i64,
-        msg: &MessageRecord,
-    ) -> Result<ResendOutcome, Error> {
-        let (Some(key), Some(msg_key)) = (self.keys.verification(id), self.keys.message(&msg.id))
-        else {
-            return Ok(ResendOutcome::NotFound);
-        };
-        let mut inv = self.scripts.resend.prepare_invoke();
-        inv.key(&key)
-            .key(&msg_key)
-            .arg(client)
-            .arg(now_ms)
-            .arg(&msg.id);
-        for (k, val) in msg_fields(msg) {
-            inv.arg(k).arg(val);
-        }
-        let mut v: Vec<Value> = self.run(&mut inv).await?;
-        let word = v
-            .first()
-            .cloned()
-            .map(String::from_redis_value)
-            .transpose()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        Ok(match word.as_str() {
-            "not_found" => ResendOutcome::NotFound,
-            "already_used" => ResendOutcome::AlreadyUsed,
-            "locked" => ResendOutcome::Locked,
-            "expired" => ResendOutcome::Expired,
-            "max_sends" => ResendOutcome::MaxSends,
-            "cooldown" => ResendOutcome::Cooldown {
-                retry_after_ms: v
-                    .get(1)
-                    .cloned()
-                    .map(i64::from_redis_value)
-                    .transpose()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(1000),
-            },
-            "sent" if v.len() == 2 => {
-                let fields = Fields::from_redis_value(v.swap_remove(1))
-                    .map_err(|source| Error::Decode { key, source })?;
-                ResendOutcome::Sent(Box::new(ver_from_fields(id, &fields)?))
-            }
-            _ => {
-                return Err(Error::UnexpectedReply {
-                    command: "resend.lua",
-                    reply: word,
-                });
-            }
-        })
-    }
-
     async fn create_message(&self, msg: &MessageRecord, keep_until_ms: i64) -> Result<(), Error> {
         let key = self
             .keys
@@ -486,39 +265,6 @@ impl RedisStore {
     }
 }
 
-impl VerificationStore for RedisStore {
-    fn create<'a>(
-        &'a self,
-        v: &'a Verification,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.create_verification(v, msg))
-    }
-    fn get<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Verification>, Error>> {
-        Box::pin(self.get_verification(client, id))
-    }
-    fn check<'a>(
-        &'a self,
-        id: &'a str,
-        req: &'a CheckRequest<'a>,
-    ) -> BoxFuture<'a, Result<Checked, Error>> {
-        Box::pin(self.check_verification(id, req))
-    }
-    fn resend<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-        now_ms: i64,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<ResendOutcome, Error>> {
-        Box::pin(self.resend_verification(client, id, now_ms, msg))
-    }
-}
-
 impl MessageStore for RedisStore {
     fn create<'a>(
         &'a self,
@@ -562,6 +308,16 @@ impl MessageStore for RedisStore {
     ) -> BoxFuture<'a, Result<PartOutcome, Error>> {
         Box::pin(self.apply_part(message_id, part))
     }
+}
+
+/// A script that applies limits and records events: `limits.lua`'s and `events.lua`'s helpers
+/// prepended.
+fn with_limits(body: &str) -> Script {
+    Script::new(&format!(
+        "{}\n{}\n{body}",
+        crate::limits::redis::LUA,
+        include_str!("lua/events.lua")
+    ))
 }
 
 /// A script that records events: `lua/events.lua`'s helper prepended.

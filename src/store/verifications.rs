@@ -1,8 +1,11 @@
 //! The verification aggregate: a code challenge, its subject index and the record of its latest
 //! SMS, changed only through [`VerificationStore`]'s atomic operations.
 
-use super::{BoxFuture, Error, MessageRecord};
+use super::{AccountEvent, BoxFuture, Error, MessageRecord};
+use crate::limits::pumping::Guard;
+use crate::limits::{Plan, Refused, Rule};
 use crate::otp::challenge::{self, Challenge, ResendVerdict};
+use crate::outbox::Job;
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::Locale;
@@ -36,6 +39,43 @@ pub struct Verification {
     /// The id of the server key its code is derived with (see [`crate::otp::codes::Keyring`]);
     /// empty for verifications stored before keys had ids (the current key).
     pub key_id: String,
+    /// What its checks record besides the challenge (wrong codes, approvals, events).
+    pub guard: VerificationGuard,
+}
+
+/// Set at creation, for the checks of a verification: where a wrong code is counted
+/// (`account_failures`), which number range an approval counts in (pumping guard), and the
+/// end user's IP for the account's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerificationGuard {
+    /// The `account_failures` counter (a keyed hash; `None` without an account or the limit).
+    pub failures_key: Option<String>,
+    /// The pumping guard's range of the number (`None` with the guard off).
+    pub range: Option<String>,
+    /// `context.ip` of the create request.
+    pub ip: Option<String>,
+}
+
+/// What a code SMS operation (create, resend) is guarded by and writes beside its change, all
+/// in the same atomic operation: the limits it is charged (checked first; recorded only if the
+/// operation goes through), the account's `verification_sent` event, and the outbox entry
+/// (for a store that holds the outbox: Redis; `None` with the memory outbox, which reserved
+/// room for the job before the call and pushes it after).
+#[derive(Debug, Clone, Copy)]
+pub struct SendGuards<'a> {
+    pub plan: &'a Plan,
+    /// The account whose history gets `event`.
+    pub account: Option<&'a str>,
+    pub event: Option<&'a AccountEvent>,
+    pub job: Option<&'a Job>,
+}
+
+/// What a check records besides the challenge: a wrong code in `account_failures` (this rule,
+/// at the verification's [`VerificationGuard::failures_key`]), an approval in its range.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckGuards {
+    pub failures_rule: Option<Rule>,
+    pub guard: Option<Guard>,
 }
 
 impl Verification {
@@ -117,6 +157,8 @@ pub enum ResendOutcome {
     MaxSends,
     /// Recorded; the verification as it is now.
     Sent(Box<Verification>),
+    /// Refused by a `[limits]` rule; nothing recorded.
+    Limited(Refused),
 }
 
 impl ResendOutcome {
@@ -144,17 +186,21 @@ pub struct CheckRequest<'a> {
     pub allowed: &'a [Purpose],
     pub proof: &'a CodeProof,
     pub now_ms: i64,
+    pub guards: CheckGuards,
 }
 
 /// The verification aggregate's storage.
 pub trait VerificationStore: Send + Sync {
     /// Stores a new verification and its first SMS record; cancels the pending verification of
-    /// the same subject, if any, in the same atomic operation.
+    /// the same subject, if any, in the same atomic operation, with `guards` (limits checked
+    /// first and recorded, event, outbox entry). `Ok(Err(_))`: refused by a limit, nothing
+    /// written.
     fn create<'a>(
         &'a self,
         v: &'a Verification,
         msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<(), Error>>;
+        guards: SendGuards<'a>,
+    ) -> BoxFuture<'a, Result<Result<(), Refused>, Error>>;
 
     /// The verification, if it exists and belongs to `client`.
     fn get<'a>(
@@ -171,13 +217,14 @@ pub trait VerificationStore: Send + Sync {
         req: &'a CheckRequest<'a>,
     ) -> BoxFuture<'a, Result<Checked, Error>>;
 
-    /// Records a resend atomically ([`crate::otp::challenge::resend`]), if allowed now, with the
-    /// record of its new SMS.
+    /// Records a resend atomically ([`crate::otp::challenge::resend`]), if allowed now and by
+    /// the limits of `guards`, with the record of its new SMS (and its event and outbox entry).
     fn resend<'a>(
         &'a self,
         client: &'a str,
         id: &'a str,
         now_ms: i64,
         msg: &'a MessageRecord,
+        guards: SendGuards<'a>,
     ) -> BoxFuture<'a, Result<ResendOutcome, Error>>;
 }

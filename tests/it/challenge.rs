@@ -316,6 +316,14 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
         message_id: first_msg.clone(),
         subject: hex::encode(otpgate::ids::new_id("sub", &tag)),
         key_id: "k1".into(),
+        guard: Default::default(),
+    };
+    let no_limits = otpgate::limits::Plan::default();
+    let guards = otpgate::store::SendGuards {
+        plan: &no_limits,
+        account: None,
+        event: None,
+        job: None,
     };
     let record = |id: &str| MessageRecord {
         id: id.to_owned(),
@@ -329,7 +337,11 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
         delivered_at_ms: None,
         error: None,
     };
-    store.create(&v, &record(&first_msg)).await.expect("create");
+    store
+        .create(&v, &record(&first_msg), guards)
+        .await
+        .expect("create")
+        .expect("no limits");
     let outcome = match case.action {
         Action::Check { correct } => {
             let proof = CodeProof {
@@ -345,13 +357,14 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
                 allowed: &Purpose::ALL,
                 proof: &proof,
                 now_ms: case.now,
+                guards: Default::default(),
             };
             Outcome::Check(store.check(&id, &req).await.expect("check").outcome)
         }
         Action::Resend => {
             let msg = otpgate::ids::new_id("msg", &tag);
             let out = store
-                .resend("client-a", &id, case.now, &record(&msg))
+                .resend("client-a", &id, case.now, &record(&msg), guards)
                 .await
                 .expect("resend");
             Outcome::Resend(match out {
@@ -364,6 +377,7 @@ async fn run_on_store(store: &dyn VerificationStore, case: &Case) -> Option<Stri
                 }
                 ResendOutcome::MaxSends => ResendVerdict::MaxSends,
                 ResendOutcome::Sent(_) => ResendVerdict::Sent,
+                ResendOutcome::Limited(r) => panic!("no limits apply here: {r:?}"),
             })
         }
     };
@@ -398,4 +412,225 @@ async fn redis_store_passes_the_table() {
         .await
         .expect("redis store");
     store_passes("redis store (Lua)", &store).await;
+}
+
+/// Cases of the request around the challenge: who asks, for which purposes, with which code
+/// for which key and length. The verification is `fresh()`, of client `client-a`, purpose
+/// `registration`, 6 digits, made under key `key_id`.
+struct RequestCase {
+    name: &'static str,
+    /// The verification's key id (`""`: stored before keys had ids, i.e. the current key).
+    key_id: &'static str,
+    client: &'static str,
+    allowed: &'static [Purpose],
+    /// The id of the current key and the (key id, digits) the code matched.
+    current_key_id: &'static str,
+    matches: &'static [(&'static str, u8)],
+    outcome: CheckOutcome,
+    after: Challenge,
+}
+
+fn request_cases() -> Vec<RequestCase> {
+    use CheckOutcome as C;
+    const ALL: &[Purpose] = &Purpose::ALL;
+    let counted = with(|c| c.attempts_used = 1);
+    vec![
+        RequestCase {
+            name: "a purpose the client may not use: refused, nothing counted",
+            key_id: "k1",
+            client: "client-a",
+            allowed: &[Purpose::Transaction],
+            current_key_id: "k1",
+            matches: &[("k1", 6)],
+            outcome: C::Forbidden,
+            after: fresh(),
+        },
+        RequestCase {
+            name: "another client's id: not found, nothing counted",
+            key_id: "k1",
+            client: "client-b",
+            allowed: ALL,
+            current_key_id: "k1",
+            matches: &[("k1", 6)],
+            outcome: C::NotFound,
+            after: fresh(),
+        },
+        RequestCase {
+            name: "empty legacy key id: checked with the current key",
+            key_id: "",
+            client: "client-a",
+            allowed: ALL,
+            current_key_id: "k1",
+            matches: &[("k1", 6)],
+            outcome: C::Approved,
+            after: with(|c| c.status = Status::Approved),
+        },
+        RequestCase {
+            name: "empty legacy key id: a code of a retired key is wrong",
+            key_id: "",
+            client: "client-a",
+            allowed: ALL,
+            current_key_id: "k2",
+            matches: &[("k1", 6)],
+            outcome: C::Wrong {
+                attempts_remaining: 4,
+            },
+            after: counted,
+        },
+        RequestCase {
+            name: "digits mismatch: the right key's 8-digit code for a 6-digit verification",
+            key_id: "k1",
+            client: "client-a",
+            allowed: ALL,
+            current_key_id: "k1",
+            matches: &[("k1", 8)],
+            outcome: C::Wrong {
+                attempts_remaining: 4,
+            },
+            after: counted,
+        },
+        RequestCase {
+            name: "another key's code of the right length is wrong",
+            key_id: "k1",
+            client: "client-a",
+            allowed: ALL,
+            current_key_id: "k2",
+            matches: &[("k2", 6)],
+            outcome: C::Wrong {
+                attempts_remaining: 4,
+            },
+            after: counted,
+        },
+    ]
+}
+
+fn proof_of(case: &RequestCase) -> CodeProof {
+    CodeProof {
+        current_key_id: case.current_key_id.into(),
+        matches: case
+            .matches
+            .iter()
+            .map(|(k, d)| ((*k).to_owned(), *d))
+            .collect(),
+    }
+}
+
+fn compare_request(case: &RequestCase, outcome: CheckOutcome, after: Challenge) -> Option<String> {
+    (outcome != case.outcome || after != case.after).then(|| {
+        format!(
+            "- {}: got {outcome:?} → {after:?}; want {:?} → {:?}",
+            case.name, case.outcome, case.after
+        )
+    })
+}
+
+#[test]
+fn pure_rules_pass_the_request_table() {
+    // The stores' order: the owner, then the purpose, then the code (CodeProof::is_right) for
+    // the challenge.
+    let failures = request_cases()
+        .iter()
+        .filter_map(|case| {
+            let mut c = fresh();
+            let outcome = if case.client != "client-a" {
+                CheckOutcome::NotFound
+            } else if !case.allowed.contains(&Purpose::Registration) {
+                CheckOutcome::Forbidden
+            } else {
+                let correct = proof_of(case).is_right(case.key_id, 6);
+                challenge::check(&mut c, correct, NOW)
+            };
+            compare_request(case, outcome, c)
+        })
+        .collect();
+    report("otp::challenge (requests)", failures);
+}
+
+async fn store_passes_the_request_table(runner: &str, store: &dyn VerificationStore) {
+    let mut failures = Vec::new();
+    for case in request_cases() {
+        let tag = otpgate::ids::random_tag();
+        let id = otpgate::ids::new_id("ver", &tag);
+        let msg = otpgate::ids::new_id("msg", &tag);
+        let c = fresh();
+        let v = Verification {
+            id: id.clone(),
+            client: "client-a".into(),
+            purpose: Purpose::Registration,
+            account_id: None,
+            phone: otpgate::phone::Phone::from_e164_unchecked("+85366123456".into()),
+            locale: otpgate::sms::Locale::En,
+            status: c.status,
+            digits: 6,
+            created_at_ms: c.expires_at_ms - 300_000,
+            expires_at_ms: c.expires_at_ms,
+            attempts_used: c.attempts_used,
+            max_attempts: c.max_attempts,
+            sends: c.sends,
+            max_sends: c.max_sends,
+            last_sent_ms: c.last_sent_ms,
+            cooldown_ms: c.cooldown_ms,
+            message_id: msg.clone(),
+            subject: hex::encode(otpgate::ids::new_id("sub", &tag)),
+            key_id: case.key_id.into(),
+            guard: Default::default(),
+        };
+        let record = MessageRecord {
+            id: msg,
+            client: "client-a".into(),
+            owner: id.clone(),
+            status: DeliveryStatus::Queued,
+            encoding: "gsm7".into(),
+            parts: 1,
+            created_at_ms: NOW,
+            submitted_at_ms: None,
+            delivered_at_ms: None,
+            error: None,
+        };
+        let plan = otpgate::limits::Plan::default();
+        let guards = otpgate::store::SendGuards {
+            plan: &plan,
+            account: None,
+            event: None,
+            job: None,
+        };
+        store
+            .create(&v, &record, guards)
+            .await
+            .expect("create")
+            .expect("no limits");
+        let proof = proof_of(&case);
+        let req = CheckRequest {
+            client: case.client,
+            allowed: case.allowed,
+            proof: &proof,
+            now_ms: NOW,
+            guards: Default::default(),
+        };
+        let outcome = store.check(&id, &req).await.expect("check").outcome;
+        let after = store
+            .get("client-a", &id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .challenge();
+        failures.extend(compare_request(&case, outcome, after));
+    }
+    report(runner, failures);
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_request_table() {
+    let store = Arc::new(otpgate::store::memory::MemoryStore::new());
+    store_passes_the_request_table("memory store (requests)", store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn redis_store_passes_the_request_table() {
+    require_redis().await;
+    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let store = otpgate::store::redis::RedisStore::connect(&redis_url(), &[], &prefix)
+        .await
+        .expect("redis store");
+    store_passes_the_request_table("redis store (Lua, requests)", &store).await;
 }

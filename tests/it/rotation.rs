@@ -33,6 +33,7 @@ fn service(config: &Config, stores: &Stores, outbox: &Outbox, codes: CodeDeriver
         default_locale: otpgate::sms::Locale::En,
         outbox: outbox.clone(),
         routing: Arc::new(Routing::new(&config.smpp.smsc, &[status])),
+        limits: Arc::new(otpgate::limits::Limiter::none()),
     }
 }
 
@@ -68,6 +69,7 @@ both_stores! {
             account_id: None,
             phone: Some(phones.parse(phone).unwrap()),
             locale: None,
+            ip: None,
         };
         let now = otpgate::clock::system_now_ms();
 
