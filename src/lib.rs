@@ -30,6 +30,7 @@ pub mod messages;
 pub mod otp;
 pub mod outbox;
 pub mod phone;
+pub mod phones;
 pub mod purpose;
 pub mod routing;
 pub mod smpp;
@@ -287,6 +288,20 @@ pub async fn run(
         outbox: outbox.clone(),
         routing: routing.clone(),
     };
+    let checker = Arc::new(phones::change::checker(
+        &config.subscriber,
+        options.clock.clone(),
+    )?);
+    let account_phones = phones::AccountPhones {
+        stores: store.clone(),
+        checker,
+        composer: composer.clone(),
+        outbox: outbox.clone(),
+        routing: routing.clone(),
+        otp: config.otp.clone(),
+        default_locale: config.sms.default_locale,
+        notify_old_phone: config.sms.notify_old_phone_on_change,
+    };
     let state = api::AppState {
         config: config.clone(),
         clients: Arc::new(api::Clients::from_config(&config)),
@@ -297,6 +312,7 @@ pub async fn run(
             outbox: outbox.clone(),
             routing: routing.clone(),
         }),
+        account_phones: Arc::new(account_phones),
         store: store.clone(),
         smscs: Arc::new(statuses),
         outbox: outbox.clone(),

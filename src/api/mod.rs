@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod ops;
+pub mod phones;
 pub mod serve;
 pub mod verifications;
 
@@ -37,6 +38,7 @@ pub struct AppState {
     pub phones: Arc<PhonePolicy>,
     pub verifications: Arc<Verifications>,
     pub messages: Arc<crate::messages::Messages>,
+    pub account_phones: Arc<crate::phones::AccountPhones>,
     pub store: Stores,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
     pub outbox: crate::outbox::Outbox,
@@ -253,6 +255,7 @@ pub fn router(state: AppState) -> Router {
         .merge(verifications::router())
         .merge(messages::router())
         .merge(events::router())
+        .merge(phones::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

@@ -120,5 +120,6 @@ pub struct ApiDoc;
 pub async fn openapi() -> impl IntoResponse {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::events::Doc::openapi());
+    doc.merge(super::phones::Doc::openapi());
     axum::Json(doc)
 }

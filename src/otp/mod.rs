@@ -18,6 +18,7 @@ use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::{self, Locale};
+use crate::store::phones::LoginCreated;
 use crate::store::{
     self, CheckOutcome, CheckRequest, CodeProof, DeliveryStatus, MessageRecord, MessageUpdate,
     ResendOutcome, Status, Stores, Verification,
@@ -87,14 +88,25 @@ impl Verifications {
         req: NewVerification,
         now_ms: i64,
     ) -> Result<Verification, Error> {
-        let phone = match (req.purpose, req.phone) {
-            // A login code goes only to one of the account's registered phones (contract §3.1),
-            // checked in the operation that creates the verification:
-            // `store::planned::PhoneStore::create_login_verification`. Until account phones are
-            // kept, no phone is registered, so every login is refused, with or without a phone.
-            (Purpose::Login, _) => return Err(Error::PhoneNotRegistered),
-            (_, Some(p)) => p,
-            (_, None) => return Err(Error::PhoneNotRegistered),
+        let phone = match (req.purpose, req.phone, req.account_id.as_deref()) {
+            // A login code goes only to one of the account's registered phones (contract §3.1):
+            // the named one, else the primary. Whether it is still the account's is checked
+            // again in the operation that creates the verification
+            // (`PhoneStore::create_login_verification`), so a phone removed meanwhile is
+            // never sent a code.
+            (Purpose::Login, _, None) => return Err(Error::PhoneNotRegistered),
+            (Purpose::Login, Some(p), Some(_)) => p,
+            (Purpose::Login, None, Some(account)) => self
+                .stores
+                .phones
+                .list(account)
+                .await?
+                .into_iter()
+                .find(|p| p.primary)
+                .map(|p| p.phone)
+                .ok_or(Error::PhoneNotRegistered)?,
+            (_, Some(p), _) => p,
+            (_, None, _) => return Err(Error::PhoneNotRegistered),
         };
         let route = self.routing.route(&phone).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
@@ -135,7 +147,20 @@ impl Verifications {
             key_id: self.composer.codes.current_id().to_owned(),
         };
         let (job, record) = self.compose(&v, &message_id, route, now_ms);
-        self.stores.verifications.create(&v, &record).await?;
+        match (v.purpose, v.account_id.as_deref()) {
+            (Purpose::Login, Some(account)) => {
+                let created = self
+                    .stores
+                    .phones
+                    .create_login_verification(account, &v, &record)
+                    .await?;
+                match created {
+                    LoginCreated::Created => {}
+                    LoginCreated::PhoneNotRegistered => return Err(Error::PhoneNotRegistered),
+                }
+            }
+            _ => self.stores.verifications.create(&v, &record).await?,
+        }
         self.enqueue(job, now_ms).await?;
         metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
         Ok(v)

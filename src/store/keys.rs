@@ -10,6 +10,7 @@
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
+//! | `ph:<sha256(account)>` | hash | an account's phones: E.164 → "id\|primary\|level\|added_at" | `phones_bind.lua`, `phones_remove.lua`, `pc_settle.lua`; read by `create.lua` (login) |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -73,6 +74,13 @@ impl Keys {
         use sha2::Digest;
         let h = sha2::Sha256::digest(account.as_bytes());
         format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
+    }
+
+    /// An account's phones (the account id hashed, like its history).
+    pub fn account_phones(&self, account: &str) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(account.as_bytes());
+        format!("{}ph:{}", self.prefix, hex::encode(&h[..16]))
     }
 
     /// The outbox's delayed retries.

@@ -24,6 +24,7 @@ pub mod events;
 pub mod keys;
 pub mod memory;
 pub mod messages;
+pub mod phones;
 pub mod planned;
 pub mod redis;
 pub mod verifications;
@@ -36,6 +37,7 @@ pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
+pub use phones::{AccountPhone, PhoneStore};
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
 };
@@ -87,6 +89,7 @@ pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub messages: Arc<dyn MessageStore>,
     pub events: Arc<dyn EventStore>,
+    pub phones: Arc<dyn PhoneStore>,
     health: Arc<dyn Health>,
 }
 
@@ -97,17 +100,20 @@ impl Stores {
             verifications: m.clone(),
             messages: m.clone(),
             events: m.clone(),
+            phones: Arc::new(memory::phones::MemoryPhones::new(m.clone())),
             health: m,
         }
     }
 
     /// The Redis store for every aggregate.
     pub fn redis(r: redis::RedisStore) -> Stores {
+        let phones = Arc::new(redis::phones::RedisPhones::new(r.clone()));
         let r = Arc::new(r);
         Stores {
             verifications: r.clone(),
             messages: r.clone(),
             events: r.clone(),
+            phones,
             health: r,
         }
     }

@@ -8,61 +8,11 @@
 //! an operation may touch several aggregates of one request (a verification and the account's
 //! phones, an event, limit counters) when the contract needs them to change together.
 
-use super::{BoxFuture, CheckOutcome, Error, MessageRecord, ResendOutcome, Verification};
+use super::{BoxFuture, CheckOutcome, Error, MessageRecord, ResendOutcome};
 use crate::otp::challenge::Challenge;
 use crate::phone::Phone;
 
-/// One phone of an account (contract §3.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountPhone {
-    /// `ph_…`.
-    pub id: String,
-    pub phone: Phone,
-    pub primary: bool,
-    /// 1: confirmed by a code; 2: carrier-verified.
-    pub level: u8,
-    pub added_at_ms: i64,
-}
-
-/// What creating a login verification did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginCreated {
-    /// Stored, with its first SMS record; the subject's pending one was canceled.
-    Created,
-    /// The phone is not one of the account's: nothing was stored.
-    PhoneNotRegistered,
-}
-
-/// Account phones (contract §3.2).
-pub trait PhoneStore: Send + Sync {
-    /// Binds the phone of an approved `registration` verification (spending it) to `account`.
-    fn add<'a>(
-        &'a self,
-        client: &'a str,
-        account: &'a str,
-        verification_id: &'a str,
-        phone: &'a AccountPhone,
-    ) -> BoxFuture<'a, Result<Option<AccountPhone>, Error>>;
-
-    fn list<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Result<Vec<AccountPhone>, Error>>;
-
-    /// Removes a phone; `false` when the account has no such phone.
-    fn remove<'a>(
-        &'a self,
-        account: &'a str,
-        phone_id: &'a str,
-    ) -> BoxFuture<'a, Result<bool, Error>>;
-
-    /// Creates a `login` verification only if its phone is one of the account's, in the same
-    /// atomic operation that checks the membership (so a phone removed concurrently is never
-    /// sent a code). Until this is implemented, `otp` refuses every login that names a phone.
-    fn create_login_verification<'a>(
-        &'a self,
-        account: &'a str,
-        v: &'a Verification,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<LoginCreated, Error>>;
-}
+pub use super::phones::{AccountPhone, LoginCreated, PhoneStore};
 
 /// A lost-phone number change (contract §3.3): a code challenge to the new phone, then the
 /// carrier check.

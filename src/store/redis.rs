@@ -2,6 +2,8 @@
 //! Redis Cluster). Each state change is one Lua script (`src/store/lua/`), one round trip; the
 //! keys are spelled in [`super::keys`].
 
+pub mod phones;
+
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Script, Value};
@@ -197,6 +199,17 @@ impl RedisStore {
         v: &Verification,
         msg: &MessageRecord,
     ) -> Result<(), Error> {
+        self.create_verification_if(v, msg, None).await.map(|_| ())
+    }
+
+    /// Creates a verification; with `member_of` (an account's phones key), only when its
+    /// phone is in it: `false` when it was not (nothing written).
+    pub(crate) async fn create_verification_if(
+        &self,
+        v: &Verification,
+        msg: &MessageRecord,
+        member_of: Option<&str>,
+    ) -> Result<bool, Error> {
         let tag = ids::parse("ver", &v.id).ok_or_else(|| malformed(&v.id))?;
         let ver_key = self
             .keys
@@ -214,6 +227,9 @@ impl RedisStore {
         inv.key(&ver_key)
             .key(self.keys.subject(tag, &v.subject))
             .key(&msg_key);
+        if let Some(k) = member_of {
+            inv.key(k);
+        }
         inv.arg(&v.id)
             .arg(ver_ttl)
             .arg(subject_ttl)
@@ -225,8 +241,8 @@ impl RedisStore {
         for (k, val) in msg_fields(msg) {
             inv.arg(k).arg(val);
         }
-        let _: i64 = self.run(&mut inv).await?;
-        Ok(())
+        let created: i64 = self.run(&mut inv).await?;
+        Ok(created == 1)
     }
 
     async fn get_verification(
