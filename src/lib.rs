@@ -280,20 +280,21 @@ pub async fn run(
         &config.phone.allowed_countries,
     )
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
-    let verifications = otp::Verifications {
+    let verifications = Arc::new(otp::Verifications {
         stores: store.clone(),
         composer: composer.clone(),
         otp: config.otp.clone(),
         default_locale: config.sms.default_locale,
         outbox: outbox.clone(),
         routing: routing.clone(),
-    };
+    });
     let checker = Arc::new(phones::change::checker(
         &config.subscriber,
         options.clock.clone(),
     )?);
     let account_phones = phones::AccountPhones {
         stores: store.clone(),
+        verifications: verifications.clone(),
         checker,
         composer: composer.clone(),
         outbox: outbox.clone(),
@@ -306,7 +307,7 @@ pub async fn run(
         config: config.clone(),
         clients: Arc::new(api::Clients::from_config(&config)),
         phones: Arc::new(phones),
-        verifications: Arc::new(verifications),
+        verifications,
         messages: Arc::new(messages::Messages {
             stores: store.clone(),
             outbox: outbox.clone(),

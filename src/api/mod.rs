@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod ops;
+pub mod phone_changes;
 pub mod phones;
 pub mod serve;
 pub mod verifications;
@@ -256,6 +257,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(events::router())
         .merge(phones::router())
+        .merge(phone_changes::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

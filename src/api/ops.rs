@@ -121,5 +121,6 @@ pub async fn openapi() -> impl IntoResponse {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::events::Doc::openapi());
     doc.merge(super::phones::Doc::openapi());
+    doc.merge(super::phone_changes::Doc::openapi());
     axum::Json(doc)
 }

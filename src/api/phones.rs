@@ -99,6 +99,10 @@ impl From<phones::Error> for ApiError {
             phones::Error::ChangesDisabled => ApiError::SubscriberCheckUnavailable {
                 message: "phone changes are disabled: no subscriber provider is configured (subscriber.provider = \"none\")",
             },
+            phones::Error::NotVerified => ApiError::Unusable {
+                field: "id",
+                message: "the code of this change has not been checked yet",
+            },
             phones::Error::Code(e) => e.into(),
         }
     }

@@ -269,7 +269,7 @@ impl Verifications {
     /// matches and decides in one atomic operation whether one is the verification's own.
     /// Compatibility forms are folded first (NFKC), so full-width digits from CJK input
     /// methods (`１２３４５６`) count as the digits they show.
-    fn proof(&self, id: &str, code: &str) -> CodeProof {
+    pub(crate) fn proof(&self, id: &str, code: &str) -> CodeProof {
         let folded: String = code.nfkc().collect();
         let given = folded.trim();
         let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());

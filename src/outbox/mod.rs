@@ -66,8 +66,15 @@ pub enum Body {
         #[serde(default)]
         key_id: String,
     },
-    /// A text given as is (notifications, notices).
+    /// A text given as is (notifications).
     Text { text: String },
+    /// The notice to the old number after a phone change (contract §4), rendered when sent
+    /// in the change request's locale. Queued under its own envelope kind
+    /// ([`JOB_KIND_NOTICE`]), so an instance that predates it leaves it pending.
+    PhoneChanged {
+        locale: Locale,
+        new_phone_masked: String,
+    },
 }
 
 /// One message waiting for an SMSC.
@@ -97,6 +104,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// The envelope kind it is queued under.
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::Code { .. } | Body::Text { .. } => JOB_KIND_SMS,
+            Body::PhoneChanged { .. } => JOB_KIND_NOTICE,
+        }
+    }
+
     /// A message on its first try.
     pub fn new(
         message_id: String,
@@ -144,10 +159,13 @@ pub enum Error {
 pub const JOB_VERSION: u32 = 1;
 
 /// The kinds of job this version reads.
-pub const JOB_KINDS: [&str; 1] = [JOB_KIND_SMS];
+pub const JOB_KINDS: [&str; 2] = [JOB_KIND_SMS, JOB_KIND_NOTICE];
 
-/// An SMS to submit (every job so far).
+/// An SMS to submit (codes and notifications).
 pub const JOB_KIND_SMS: &str = "sms";
+
+/// A notice SMS rendered from its parameters when sent ([`Body::PhoneChanged`]).
+pub const JOB_KIND_NOTICE: &str = "notice";
 
 /// A durable entry as read back.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{FromRedisValue, Script, Value};
 use tokio::sync::{Notify, mpsc};
 
-use super::{Envelope, Error, JOB_KIND_SMS, JOB_VERSION, Job, Priority, Routing};
+use super::{Envelope, Error, JOB_VERSION, Job, Priority, Routing};
 use crate::clock::Clock;
 use crate::store::connect;
 use crate::store::keys::Keys;
@@ -102,7 +102,7 @@ impl RedisOutbox {
             .arg("v")
             .arg(JOB_VERSION)
             .arg("k")
-            .arg(JOB_KIND_SMS)
+            .arg(job.kind())
             .arg("j")
             .arg(json)
             .query_async(&mut c)

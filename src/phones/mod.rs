@@ -46,6 +46,9 @@ pub enum Error {
     /// `subscriber.provider = "none"`: number changes cannot be checked, so none is accepted.
     #[error("phone changes need a subscriber provider (subscriber.provider is \"none\")")]
     ChangesDisabled,
+    /// `/retry` of a change whose code was not checked yet.
+    #[error("the code of this change has not been checked")]
+    NotVerified,
     /// Code errors of a phone change, as for verifications.
     #[error(transparent)]
     Code(#[from] crate::otp::Error),
@@ -63,6 +66,8 @@ pub struct NewBinding {
 /// The account-phone service: cheap to share behind an `Arc`.
 pub struct AccountPhones {
     pub stores: Stores,
+    /// For the code proofs of phone changes (the same derivation as verifications).
+    pub verifications: Arc<crate::otp::Verifications>,
     pub checker: Arc<Checker>,
     pub composer: Arc<Composer>,
     pub outbox: Outbox,

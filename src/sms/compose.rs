@@ -31,6 +31,10 @@ impl Composer {
                 self.templates.code_sms(*locale, &code, *ttl_secs)
             }
             Body::Text { text } => text.clone(),
+            Body::PhoneChanged {
+                locale,
+                new_phone_masked,
+            } => self.templates.phone_changed_sms(*locale, new_phone_masked),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `ph:<sha256(account)>` | hash | an account's phones: E.164 → "id\|primary\|level\|added_at" | `phones_bind.lua`, `phones_remove.lua`, `pc_settle.lua`; read by `create.lua` (login) |
+//! | `pc:{tag}:pc_…` | hash | a phone change (the verification's challenge fields, so `check.lua` and `resend.lua` apply; `a` account, `idn` identity JSON, `st` how it was settled) | a `HSET` pipeline, `check.lua`, `resend.lua`, `pc_settle.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -74,6 +75,11 @@ impl Keys {
         use sha2::Digest;
         let h = sha2::Sha256::digest(account.as_bytes());
         format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
+    }
+
+    /// A phone change's hash; `None` for a malformed id.
+    pub fn phone_change(&self, id: &str) -> Option<String> {
+        ids::parse("pc", id).map(|tag| format!("{}pc:{{{tag}}}:{id}", self.prefix))
     }
 
     /// An account's phones (the account id hashed, like its history).

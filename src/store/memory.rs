@@ -16,6 +16,7 @@ use super::{
 use crate::otp::challenge;
 
 pub mod events;
+pub mod phone_changes;
 pub mod phones;
 
 const SHARDS: usize = 32;

@@ -24,6 +24,7 @@ pub mod events;
 pub mod keys;
 pub mod memory;
 pub mod messages;
+pub mod phone_changes;
 pub mod phones;
 pub mod planned;
 pub mod redis;
@@ -37,6 +38,7 @@ pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
+pub use phone_changes::{PhoneChange, PhoneChangeStore};
 pub use phones::{AccountPhone, PhoneStore};
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,
@@ -90,17 +92,20 @@ pub struct Stores {
     pub messages: Arc<dyn MessageStore>,
     pub events: Arc<dyn EventStore>,
     pub phones: Arc<dyn PhoneStore>,
+    pub phone_changes: Arc<dyn PhoneChangeStore>,
     health: Arc<dyn Health>,
 }
 
 impl Stores {
     /// The embedded store for every aggregate.
     pub fn memory(m: Arc<memory::MemoryStore>) -> Stores {
+        let phones = Arc::new(memory::phones::MemoryPhones::new(m.clone()));
         Stores {
             verifications: m.clone(),
             messages: m.clone(),
             events: m.clone(),
-            phones: Arc::new(memory::phones::MemoryPhones::new(m.clone())),
+            phones: phones.clone(),
+            phone_changes: Arc::new(memory::phone_changes::MemoryPhoneChanges::new(phones)),
             health: m,
         }
     }
@@ -108,12 +113,14 @@ impl Stores {
     /// The Redis store for every aggregate.
     pub fn redis(r: redis::RedisStore) -> Stores {
         let phones = Arc::new(redis::phones::RedisPhones::new(r.clone()));
+        let phone_changes = Arc::new(redis::phone_changes::RedisPhoneChanges::new(r.clone()));
         let r = Arc::new(r);
         Stores {
             verifications: r.clone(),
             messages: r.clone(),
             events: r.clone(),
             phones,
+            phone_changes,
             health: r,
         }
     }

@@ -8,71 +8,13 @@
 //! an operation may touch several aggregates of one request (a verification and the account's
 //! phones, an event, limit counters) when the contract needs them to change together.
 
-use super::{BoxFuture, CheckOutcome, Error, MessageRecord, ResendOutcome};
+use super::{BoxFuture, CheckOutcome, Error, MessageRecord};
 use crate::otp::challenge::Challenge;
 use crate::phone::Phone;
 
 pub use super::phones::{AccountPhone, LoginCreated, PhoneStore};
 
-/// A lost-phone number change (contract §3.3): a code challenge to the new phone, then the
-/// carrier check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhoneChange {
-    /// `pc_…`.
-    pub id: String,
-    pub client: String,
-    pub account_id: String,
-    pub new_phone: Phone,
-    /// `code_sent`, `code_verified`, `completed`, `refused`.
-    pub state: String,
-    pub challenge: Challenge,
-    pub digits: u8,
-    pub message_id: String,
-    pub key_id: String,
-}
-
-/// Phone changes; their code rules are [`crate::otp::challenge`]'s.
-pub trait PhoneChangeStore: Send + Sync {
-    fn create<'a>(
-        &'a self,
-        pc: &'a PhoneChange,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<(), Error>>;
-
-    fn get<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<PhoneChange>, Error>>;
-
-    /// A check of the code ([`crate::otp::challenge::check`]); on a right one the state becomes
-    /// `code_verified`.
-    fn check<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-        correct: bool,
-        now_ms: i64,
-    ) -> BoxFuture<'a, Result<CheckOutcome, Error>>;
-
-    fn resend<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-        now_ms: i64,
-        msg: &'a MessageRecord,
-    ) -> BoxFuture<'a, Result<ResendOutcome, Error>>;
-
-    /// Completes (the new phone replaces the primary, in the same operation) or refuses a
-    /// change in `code_verified`; `false` when it was not in that state.
-    fn settle<'a>(
-        &'a self,
-        client: &'a str,
-        id: &'a str,
-        completed: bool,
-        now_ms: i64,
-    ) -> BoxFuture<'a, Result<bool, Error>>;
-}
+pub use super::phone_changes::{PhoneChange, PhoneChangeStore};
 
 /// An activation code of an entity account (contract §3.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

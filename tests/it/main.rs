@@ -14,6 +14,7 @@ mod events;
 mod limits;
 mod messages;
 mod ops;
+mod phone_changes;
 mod phones;
 mod receipts;
 mod resilience;
