@@ -354,4 +354,21 @@ mod tests {
             Envelope::Corrupt(_)
         ));
     }
+
+    #[test]
+    fn notices_travel_under_their_own_kind() {
+        let mut job: Job = serde_json::from_str(JOB).unwrap();
+        assert_eq!(job.kind(), JOB_KIND_SMS);
+        job.body = Body::PhoneChanged {
+            locale: Locale::Vi,
+            new_phone_masked: "+84*****5678".into(),
+        };
+        assert_eq!(job.kind(), JOB_KIND_NOTICE);
+        let json = serde_json::to_string(&job).unwrap();
+        assert!(json.contains(r#""kind":"phone_changed""#), "{json}");
+        match Envelope::open(Some("1"), Some(JOB_KIND_NOTICE), Some(&json)) {
+            Envelope::Job(j) => assert_eq!(j.body, job.body),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -150,6 +150,7 @@ impl AccountPhones {
             message_id: ids::new_id("msg", &tag),
             key_id: self.composer.codes.current_id().to_owned(),
             identity: req.identity,
+            ip: req.ip,
             settled: None,
         };
         let (job, record) = self.compose_code(&pc, &pc.message_id, route, now_ms);
@@ -262,6 +263,7 @@ impl AccountPhones {
             AccountEvent::new(kind, client, now_ms)
                 .purpose(Purpose::PhoneChange.as_str())
                 .phone_masked(masked.clone())
+                .ip(pc.ip.as_deref())
         };
         let (reason, refused) = match verdict {
             Err(e) => {

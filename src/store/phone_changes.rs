@@ -63,6 +63,8 @@ pub struct PhoneChange {
     pub key_id: String,
     /// What the carrier is asked (kept until the change is settled and expires).
     pub identity: Identity,
+    /// The end user's IP at create (`context.ip`), for the account events.
+    pub ip: Option<String>,
     pub settled: Option<Settled>,
 }
 

@@ -66,7 +66,8 @@ async fn start(
     let mut rx = d.sim.subscribe();
     let (s, body, _) = d
         .post(TOKEN_A, "/v1/phone-changes",
-              json!({"account_id": account, "new_phone": new_phone, "locale": "vi", "identity": identity}))
+              json!({"account_id": account, "new_phone": new_phone, "locale": "vi", "identity": identity,
+                     "context": {"ip": "198.51.100.4"}}))
         .await;
     assert_eq!(s, 201, "{body}");
     let m = next_to(&mut rx, new_phone.trim_start_matches('+')).await;
@@ -130,6 +131,7 @@ async fn assert_completed(d: &TestDaemon, account: &str, id: &str, code: &str) {
     assert_eq!(ev["events"][0]["type"], "phone_changed");
     assert_eq!(ev["events"][0]["purpose"], "phone_change");
     assert_eq!(ev["events"][0]["phone_masked"], "+84*****5678");
+    assert_eq!(ev["events"][0]["ip"], "198.51.100.4");
 }
 
 both_stores! {
@@ -228,11 +230,16 @@ both_stores! {
         carrier.set_kyc(VN, Kyc::Answer(all_true()));
         bind(&d, "acc-f", MO, false).await;
         bind(&d, "acc-f", HK, false).await;
-        // A configuration fault (403 PERMISSION_DENIED): 503, nothing refused.
+        // Configuration faults (403 PERMISSION_DENIED, ID_DOCUMENT_REQUIRED): 503, nothing
+        // refused.
         carrier.set_kyc(VN, Kyc::Error(403, "PERMISSION_DENIED"));
         let (id, code, _) = start(&d, "acc-f", VN, identity()).await;
         let (s, e) = check(&d, &id, &code).await;
         assert_eq!((s, &e["error"]["code"]), (503, &json!("subscriber_check_unavailable")), "{e}");
+        assert_eq!(status(&d, &id).await, "code_verified");
+        carrier.set_kyc(VN, Kyc::Error(400, "KNOW_YOUR_CUSTOMER.ID_DOCUMENT_REQUIRED"));
+        let (s, _, _) = d.post(TOKEN_A, &format!("/v1/phone-changes/{id}/retry"), json!({})).await;
+        assert_eq!(s, 503);
         assert_eq!(status(&d, &id).await, "code_verified");
         // The carrier down (503): still 503, still code_verified.
         carrier.set_kyc(VN, Kyc::Answer(all_true()));
@@ -306,4 +313,69 @@ both_stores! {
         assert_eq!((s, &p["level"]), (201, &json!(1)), "{p}");
         d.stop().await;
     }
+}
+
+both_stores! {
+    async fn binding_with_an_identity_runs_the_carrier_check(b: Backend) {
+        let (d, carrier) = with_carrier(b).await;
+        let path = "/v1/accounts/acc-i/phones";
+        carrier.set_kyc(VN, Kyc::Answer(all_true()));
+        let vid = crate::phones::approved_registration(&d, VN).await;
+        let (s, p, _) = d.post(TOKEN_A, path,
+            json!({"verification_id": vid, "identity": identity(), "context": {"ip": "203.0.113.7"}})).await;
+        assert_eq!((s, &p["level"], &p["primary"]), (201, &json!(2), &json!(true)), "{p}");
+        let (_, ev) = d.get(TOKEN_A, "/v1/accounts/acc-i/events").await;
+        assert_eq!((&ev["events"][0]["type"], &ev["events"][0]["ip"]),
+                   (&json!("phone_added"), &json!("203.0.113.7")));
+        // A mismatch: 409 with the fields; nothing bound.
+        carrier.set_kyc(VN, Kyc::Answer(json!({"idDocumentMatch": "true", "nameMatch": "false",
+            "givenNameMatch": "true", "familyNameMatch": "true", "birthdateMatch": "true"})));
+        let vid = crate::phones::approved_registration(&d, VN).await;
+        let (s, e, _) = d.post(TOKEN_A, "/v1/accounts/acc-i2/phones",
+            json!({"verification_id": vid, "identity": identity()})).await;
+        assert_eq!((s, &e["error"]["code"], &e["error"]["fields"]["name"]),
+                   (409, &json!("subscriber_mismatch"), &json!("mismatch")), "{e}");
+        // A required field missing: 400 naming it; the carrier down: 503.
+        let mut partial = identity();
+        partial.as_object_mut().unwrap().remove("id_document");
+        let (s, e, _) = d.post(TOKEN_A, "/v1/accounts/acc-i2/phones",
+            json!({"verification_id": vid, "identity": partial})).await;
+        assert_eq!((s, &e["error"]["field"]), (400, &json!("identity.id_document")), "{e}");
+        carrier.set_down(Some(503));
+        let (s, e, _) = d.post(TOKEN_A, "/v1/accounts/acc-i2/phones",
+            json!({"verification_id": vid, "identity": identity()})).await;
+        assert_eq!((s, &e["error"]["code"]), (503, &json!("subscriber_check_unavailable")), "{e}");
+        assert!(phones(&d, "acc-i2").await.is_empty());
+        // Back up and matching: the same verification binds (it was never spent).
+        carrier.set_down(None);
+        carrier.set_kyc(VN, Kyc::Answer(all_true()));
+        let (s, p, _) = d.post(TOKEN_A, "/v1/accounts/acc-i2/phones",
+            json!({"verification_id": vid, "identity": identity()})).await;
+        assert_eq!((s, &p["level"]), (201, &json!(2)), "{p}");
+        carrier.assert_clean();
+        d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_the_phone_routes() {
+    let d = TestDaemon::start(Backend::Memory).await;
+    let (_, v) = d.get(TOKEN_A, "/openapi.json").await;
+    let paths = v["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/v1/accounts/{account_id}/phones", "post"),
+        ("/v1/accounts/{account_id}/phones", "get"),
+        ("/v1/accounts/{account_id}/phones/{phone_id}", "delete"),
+        ("/v1/phone-changes", "post"),
+        ("/v1/phone-changes/{id}", "get"),
+        ("/v1/phone-changes/{id}/resend", "post"),
+        ("/v1/phone-changes/{id}/check", "post"),
+        ("/v1/phone-changes/{id}/retry", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    d.stop().await;
 }

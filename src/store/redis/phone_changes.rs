@@ -52,6 +52,7 @@ fn fields(pc: &PhoneChange) -> Vec<(&'static str, String)> {
             "idn",
             serde_json::to_string(&pc.identity).unwrap_or_default(),
         ),
+        ("ip", pc.ip.clone().unwrap_or_default()),
         (
             "st",
             pc.settled.as_ref().map(Settled::encode).unwrap_or_default(),
@@ -87,6 +88,7 @@ fn from_fields(id: &str, f: &Fields) -> Result<PhoneChange, Error> {
         message_id: s("m")?,
         key_id: s("k")?,
         identity: serde_json::from_str(&s("idn")?).map_err(|_| corrupt("idn"))?,
+        ip: f.get("ip").filter(|x| !x.is_empty()).cloned(),
         settled: f.get("st").and_then(|x| Settled::decode(x)),
     })
 }
