@@ -14,6 +14,8 @@
 //!   UCS-2 encoding and splitting.
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
+//! - [`phones`]: account phones and lost-phone number changes with the carrier check
+//!   ([`subscriber`]).
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
 //! - [`limits`], [`subscriber`], [`activation`]: so far only their configuration.
 //!
