@@ -267,8 +267,24 @@ both_stores! {
         let (d, carrier) = with_carrier(b).await;
         carrier.set_kyc(VN, Kyc::Answer(all_true()));
         bind(&d, "acc-x", MO, false).await;
-        let (id, code, _) = start(&d, "acc-x", VN, identity()).await;
-        d.clock.advance(Duration::from_secs(301));
+        let (id, code, body) = start(&d, "acc-x", VN, identity()).await;
+        // The code SMS is the change's: its creator may read its delivery.
+        let (s, m) = d.get(TOKEN_A, &format!("/v1/messages/{}", body["message_id"].as_str().unwrap())).await;
+        assert_eq!(s, 200, "{m}");
+        // Resend: the cooldown first, then the same code again; the expiry does not move.
+        let resend = format!("/v1/phone-changes/{id}/resend");
+        let (s, e, _) = d.post(TOKEN_A, &resend, json!({})).await;
+        assert_eq!((s, &e["error"]["limit"]), (429, &json!("resend_cooldown")), "{e}");
+        d.clock.advance(Duration::from_secs(60));
+        let mut rx = d.sim.subscribe();
+        let (s, r, _) = d.post(TOKEN_A, &resend, json!({})).await;
+        assert_eq!((s, &r["sends_remaining"], &r["expires_at"]), (200, &json!(1), &body["expires_at"]), "{r}");
+        assert_ne!(r["message_id"], body["message_id"]);
+        let again = next_to(&mut rx, "84912345678").await;
+        assert_eq!(extract_code(again.text.as_deref().unwrap()), code);
+        d.clock.advance(Duration::from_secs(241));
+        let (s, _, _) = d.post(TOKEN_A, &resend, json!({})).await;
+        assert_eq!(s, 410);
         let (s, e) = check(&d, &id, &code).await;
         assert_eq!((s, &e["error"]["code"]), (410, &json!("expired")), "{e}");
         let (s, _, _) = d.post(TOKEN_A, &format!("/v1/phone-changes/{id}/retry"), json!({})).await;
