@@ -14,6 +14,8 @@
 //!   UCS-2 encoding and splitting.
 //! - [`smpp`]: our SMPP session actor and the built-in SMSC simulator.
 //! - [`delivery`]: applies submit results and delivery receipts to stored messages.
+//! - [`phones`]: account phones and lost-phone number changes with the carrier check
+//!   ([`subscriber`]).
 //! - [`phone`], [`ids`], [`purpose`], [`clock`]: small domain types.
 //! - [`activation`]: activation codes (§3.4); [`totp`]: authenticator codes (§3.5).
 //! - [`limits`]: `[limits]` rules, applied by the stores in the operations they guard.
@@ -32,6 +34,7 @@ pub mod messages;
 pub mod otp;
 pub mod outbox;
 pub mod phone;
+pub mod phones;
 pub mod purpose;
 pub mod routing;
 pub mod smpp;
@@ -270,7 +273,7 @@ pub async fn run(
     )
     .ok_or_else(|| StartError::Config("phone.default_region: invalid".into()))?;
     let limiter = Arc::new(limits::Limiter::new(&config.limits));
-    let verifications = otp::Verifications {
+    let verifications = Arc::new(otp::Verifications {
         stores: store.clone(),
         composer: composer.clone(),
         otp: config.otp.clone(),
@@ -278,12 +281,27 @@ pub async fn run(
         outbox: outbox.clone(),
         routing: routing.clone(),
         limits: limiter.clone(),
+    });
+    let checker = Arc::new(phones::change::checker(
+        &config.subscriber,
+        options.clock.clone(),
+    )?);
+    let account_phones = phones::AccountPhones {
+        stores: store.clone(),
+        verifications: verifications.clone(),
+        checker,
+        composer: composer.clone(),
+        outbox: outbox.clone(),
+        routing: routing.clone(),
+        otp: config.otp.clone(),
+        default_locale: config.sms.default_locale,
+        notify_old_phone: config.sms.notify_old_phone_on_change,
     };
     let state = api::AppState {
         config: config.clone(),
         clients: Arc::new(api::Clients::from_config(&config)),
         phones: Arc::new(phones),
-        verifications: Arc::new(verifications),
+        verifications,
         activations: Arc::new(activation::service::Activations {
             stores: store.clone(),
             keys: activation_keys,
@@ -306,6 +324,7 @@ pub async fn run(
             limits: limiter.clone(),
             composer: composer.clone(),
         }),
+        account_phones: Arc::new(account_phones),
         store: store.clone(),
         smscs: Arc::new(statuses),
         outbox: outbox.clone(),

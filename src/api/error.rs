@@ -32,6 +32,20 @@ pub enum ApiError {
         retry_after_s: u64,
     },
     Unavailable,
+    /// 422 `invalid_request` with `field`: a well-formed reference to something unusable
+    /// (contract §6: binding from anything but an approved registration verification).
+    Unusable {
+        field: &'static str,
+        message: &'static str,
+    },
+    /// 409 with `fields` (contract §3.3).
+    SubscriberMismatch {
+        fields: Vec<(&'static str, &'static str)>,
+    },
+    SimSwapDetected,
+    SubscriberCheckUnavailable {
+        message: &'static str,
+    },
 }
 
 impl ApiError {
@@ -160,10 +174,31 @@ impl IntoResponse for ApiError {
                 "unavailable",
                 "temporarily unavailable; try again".into(),
             ),
+            ApiError::Unusable { message, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                (*message).into(),
+            ),
+            ApiError::SubscriberMismatch { .. } => (
+                StatusCode::CONFLICT,
+                "subscriber_mismatch",
+                "the carrier's subscriber record does not match the identity".into(),
+            ),
+            ApiError::SimSwapDetected => (
+                StatusCode::CONFLICT,
+                "sim_swap_detected",
+                "the SIM of this number was changed recently".into(),
+            ),
+            ApiError::SubscriberCheckUnavailable { message } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "subscriber_check_unavailable",
+                (*message).into(),
+            ),
         };
         let mut body = json!({"code": code, "message": message});
         match &self {
             ApiError::InvalidRequest { field: Some(f), .. } => body["field"] = json!(f),
+            ApiError::Unusable { field, .. } => body["field"] = json!(field),
             ApiError::CodeIncorrect { attempts_remaining } => {
                 body["attempts_remaining"] = json!(attempts_remaining)
             }
@@ -173,6 +208,12 @@ impl IntoResponse for ApiError {
             } => {
                 body["limit"] = json!(limit);
                 body["retry_after_s"] = json!(retry_after_s);
+            }
+            ApiError::SubscriberMismatch { fields } => {
+                body["fields"] = fields
+                    .iter()
+                    .map(|(f, r)| (f.to_string(), json!(r)))
+                    .collect();
             }
             _ => {}
         }

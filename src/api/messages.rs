@@ -112,8 +112,19 @@ pub async fn create(
             ));
         }
         (Some(to), None) => state.phones.parse(&to)?,
-        // Account phones are not kept yet: an account has no primary phone to send to.
-        (None, Some(_)) => return Err(ApiError::PhoneNotRegistered),
+        // The account's primary phone (contract §3.6); none: 422 `phone_not_registered`.
+        (None, Some(account)) => {
+            super::check_account_id(&account)?;
+            state
+                .store
+                .phones
+                .list(&account)
+                .await?
+                .into_iter()
+                .find(|p| p.primary)
+                .map(|p| p.phone)
+                .ok_or(ApiError::PhoneNotRegistered)?
+        }
     };
     let m = state
         .messages

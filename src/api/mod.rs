@@ -6,6 +6,8 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod ops;
+pub mod phone_changes;
+pub mod phones;
 pub mod serve;
 pub mod totp;
 pub mod verifications;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub activations: Arc<crate::activation::service::Activations>,
     pub totp: Arc<crate::totp::service::Totp>,
     pub messages: Arc<crate::messages::Messages>,
+    pub account_phones: Arc<crate::phones::AccountPhones>,
     pub store: Stores,
     pub smscs: Arc<Vec<Arc<SmscStatus>>>,
     pub outbox: crate::outbox::Outbox,
@@ -259,6 +262,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(activations::router())
         .merge(totp::router())
+        .merge(phones::router())
+        .merge(phone_changes::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound })
         .route_layer(middleware::from_fn(track))

@@ -122,5 +122,7 @@ pub async fn openapi() -> impl IntoResponse {
     doc.merge(super::events::Doc::openapi());
     doc.merge(super::activations::Doc::openapi());
     doc.merge(super::totp::Doc::openapi());
+    doc.merge(super::phones::Doc::openapi());
+    doc.merge(super::phone_changes::Doc::openapi());
     axum::Json(doc)
 }

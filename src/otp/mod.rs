@@ -19,6 +19,7 @@ use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::{self, Locale};
+use crate::store::phones::LoginCreated;
 use crate::store::{
     self, AccountEvent, CheckGuards, CheckOutcome, CheckRequest, CodeProof, EventKind,
     MessageRecord, ResendOutcome, SendGuards, Status, Stores, Verification, VerificationGuard,
@@ -78,6 +79,12 @@ pub struct NewVerification {
 }
 
 /// The verification service: cheap to share behind an `Arc`.
+/// Why a creation wrote nothing.
+enum Refusal {
+    Limited(crate::limits::Refused),
+    PhoneNotRegistered,
+}
+
 pub struct Verifications {
     pub stores: Stores,
     pub composer: Arc<Composer>,
@@ -95,14 +102,25 @@ impl Verifications {
         req: NewVerification,
         now_ms: i64,
     ) -> Result<Verification, Error> {
-        let phone = match (req.purpose, req.phone) {
-            // A login code goes only to one of the account's registered phones (contract §3.1),
-            // checked in the operation that creates the verification:
-            // `store::planned::PhoneStore::create_login_verification`. Until account phones are
-            // kept, no phone is registered, so every login is refused, with or without a phone.
-            (Purpose::Login, _) => return Err(Error::PhoneNotRegistered),
-            (_, Some(p)) => p,
-            (_, None) => return Err(Error::PhoneNotRegistered),
+        let phone = match (req.purpose, req.phone, req.account_id.as_deref()) {
+            // A login code goes only to one of the account's registered phones (contract §3.1):
+            // the named one, else the primary. Whether it is still the account's is checked
+            // again in the operation that creates the verification
+            // (`PhoneStore::create_login_verification`), so a phone removed meanwhile is
+            // never sent a code.
+            (Purpose::Login, _, None) => return Err(Error::PhoneNotRegistered),
+            (Purpose::Login, Some(p), Some(_)) => p,
+            (Purpose::Login, None, Some(account)) => self
+                .stores
+                .phones
+                .list(account)
+                .await?
+                .into_iter()
+                .find(|p| p.primary)
+                .map(|p| p.phone)
+                .ok_or(Error::PhoneNotRegistered)?,
+            (_, Some(p), _) => p,
+            (_, None, _) => return Err(Error::PhoneNotRegistered),
         };
         let route = self.routing.route(&phone).ok_or(Error::Unroutable)?;
         let policy = self.otp.policy(req.purpose);
@@ -170,9 +188,7 @@ impl Verifications {
             Outbox::Memory(m) => {
                 let room = m.reserve().map_err(|_| Error::QueueFull)?;
                 let out = self
-                    .stores
-                    .verifications
-                    .create(
+                    .store_create(
                         &v,
                         &record,
                         SendGuards {
@@ -186,18 +202,45 @@ impl Verifications {
                 }
                 out
             }
-            Outbox::Redis(_) => {
-                self.stores
-                    .verifications
-                    .create(&v, &record, guards)
-                    .await?
-            }
+            Outbox::Redis(_) => self.store_create(&v, &record, guards).await?,
         };
-        if let Err(r) = created {
-            return Err(self.refused(client, &v, r, now_ms).await);
+        match created {
+            Ok(()) => {}
+            Err(Refusal::Limited(r)) => return Err(self.refused(client, &v, r, now_ms).await),
+            Err(Refusal::PhoneNotRegistered) => return Err(Error::PhoneNotRegistered),
         }
         metrics::counter!("otpgate_verifications_total", "purpose" => v.purpose.as_str(), "outcome" => "created").increment(1);
         Ok(v)
+    }
+
+    /// The store operation that creates `v`: for a login, only if its phone is (still) one of
+    /// the account's registered phones, checked in the same operation.
+    async fn store_create(
+        &self,
+        v: &Verification,
+        record: &MessageRecord,
+        guards: SendGuards<'_>,
+    ) -> Result<Result<(), Refusal>, Error> {
+        Ok(match (v.purpose, v.account_id.as_deref()) {
+            (Purpose::Login, Some(account)) => {
+                match self
+                    .stores
+                    .phones
+                    .create_login_verification(account, v, record, guards)
+                    .await?
+                {
+                    Ok(LoginCreated::Created) => Ok(()),
+                    Ok(LoginCreated::PhoneNotRegistered) => Err(Refusal::PhoneNotRegistered),
+                    Err(r) => Err(Refusal::Limited(r)),
+                }
+            }
+            _ => self
+                .stores
+                .verifications
+                .create(v, record, guards)
+                .await?
+                .map_err(Refusal::Limited),
+        })
     }
 
     /// A request refused by a limit: counted by limit, written to the account's events.
@@ -363,7 +406,7 @@ impl Verifications {
     /// matches and decides in one atomic operation whether one is the verification's own.
     /// Compatibility forms are folded first (NFKC), so full-width digits from CJK input
     /// methods (`１２３４５６`) count as the digits they show.
-    fn proof(&self, id: &str, code: &str) -> CodeProof {
+    pub(crate) fn proof(&self, id: &str, code: &str) -> CodeProof {
         let folded: String = code.nfkc().collect();
         let given = folded.trim();
         let len_ok = (4..=10).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_digit());

@@ -66,11 +66,18 @@ pub enum Body {
         #[serde(default)]
         key_id: String,
     },
-    /// A text given as is (notifications, notices).
+    /// A text given as is (notifications).
     Text { text: String },
     /// An activation SMS; the code is derived from the activation id when rendered. Written
     /// with the envelope kind [`JOB_KIND_ACTIVATION`], so an older instance leaves it pending.
     Activation(crate::activation::issue::ActivationSms),
+    /// The notice to the old number after a phone change (contract §4), rendered when sent
+    /// in the change request's locale. Queued under its own envelope kind
+    /// ([`JOB_KIND_NOTICE`]), so an instance that predates it leaves it pending.
+    PhoneChanged {
+        locale: Locale,
+        new_phone_masked: String,
+    },
 }
 
 /// One message waiting for an SMSC.
@@ -105,6 +112,7 @@ impl Job {
         match self.body {
             Body::Code { .. } | Body::Text { .. } => JOB_KIND_SMS,
             Body::Activation(_) => JOB_KIND_ACTIVATION,
+            Body::PhoneChanged { .. } => JOB_KIND_NOTICE,
         }
     }
 
@@ -155,14 +163,16 @@ pub enum Error {
 pub const JOB_VERSION: u32 = 1;
 
 /// The kinds of job this version reads.
-pub const JOB_KINDS: [&str; 2] = [JOB_KIND_SMS, JOB_KIND_ACTIVATION];
+pub const JOB_KINDS: [&str; 3] = [JOB_KIND_SMS, JOB_KIND_ACTIVATION, JOB_KIND_NOTICE];
 
-/// An SMS to submit (every job so far).
+/// An SMS to submit (codes and notifications).
 pub const JOB_KIND_SMS: &str = "sms";
 
 /// An activation SMS ([`Body::Activation`]): a kind of its own, because an instance from
 /// before activations would not decode its body.
 pub const JOB_KIND_ACTIVATION: &str = "activation";
+/// A notice SMS rendered from its parameters when sent ([`Body::PhoneChanged`]).
+pub const JOB_KIND_NOTICE: &str = "notice";
 
 /// A durable entry as read back.
 #[derive(Debug)]
@@ -378,5 +388,22 @@ mod tests {
         assert!(!["sms"].contains(&job.kind()));
         let text: Job = serde_json::from_str(JOB).unwrap();
         assert_eq!(text.kind(), JOB_KIND_SMS);
+    }
+
+    #[test]
+    fn notices_travel_under_their_own_kind() {
+        let mut job: Job = serde_json::from_str(JOB).unwrap();
+        assert_eq!(job.kind(), JOB_KIND_SMS);
+        job.body = Body::PhoneChanged {
+            locale: Locale::Vi,
+            new_phone_masked: "+84*****5678".into(),
+        };
+        assert_eq!(job.kind(), JOB_KIND_NOTICE);
+        let json = serde_json::to_string(&job).unwrap();
+        assert!(json.contains(r#""kind":"phone_changed""#), "{json}");
+        match Envelope::open(Some("1"), Some(JOB_KIND_NOTICE), Some(&json)) {
+            Envelope::Job(j) => assert_eq!(j.body, job.body),
+            other => panic!("{other:?}"),
+        }
     }
 }

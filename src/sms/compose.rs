@@ -60,6 +60,10 @@ impl Composer {
                 .as_ref()
                 .and_then(|keys| render_activation(keys, &self.templates, sms))
                 .ok_or(RenderError::KeyUnavailable),
+            Body::PhoneChanged {
+                locale,
+                new_phone_masked,
+            } => Ok(self.templates.phone_changed_sms(*locale, new_phone_masked)),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! | `t:<hex>` | hash | an account's TOTP enrolment (the secret sealed) | `totp_enrol.lua`, `totp_apply.lua`, `DEL` |
 //! | `l:<hex>` | list | a `[limits]` counter: times of the events it let through, newest first (the hex a keyed hash of limit, rule and subject) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua`, `apply.lua` |
 //! | `l:range:<digits>` | hash | the pumping guard's counts of a number range (its first `prefix_digits` digits) | `limits.lua` helpers in `create.lua`, `resend.lua`, `check.lua` |
+//! | `ph:<sha256(account)>` | hash | an account's phones: E.164 → "id\|primary\|level\|added_at" | `phones_bind.lua`, `phones_remove.lua`, `pc_settle.lua`; read by `create.lua` (login) |
+//! | `pc:{tag}:pc_…` | hash | a phone change (the verification's challenge fields, so `check.lua` and `resend.lua` apply; `a` account, `idn` identity JSON, `st` how it was settled) | a `HSET` pipeline, `check.lua`, `resend.lua`, `pc_settle.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
 //!
 //! `{tag}` is the hash-slot tag carried by the ids (see [`crate::ids`]), so one script's keys
@@ -109,6 +111,18 @@ impl Keys {
     /// A `[limits]` counter (`name` is a keyed hash, or `range:<digits>` for the pumping guard).
     pub fn limit(&self, name: &str) -> String {
         format!("{}l:{name}", self.prefix)
+    }
+
+    /// A phone change's hash; `None` for a malformed id.
+    pub fn phone_change(&self, id: &str) -> Option<String> {
+        ids::parse("pc", id).map(|tag| format!("{}pc:{{{tag}}}:{id}", self.prefix))
+    }
+
+    /// An account's phones (the account id hashed, like its history).
+    pub fn account_phones(&self, account: &str) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(account.as_bytes());
+        format!("{}ph:{}", self.prefix, hex::encode(&h[..16]))
     }
 
     /// The outbox's delayed retries.

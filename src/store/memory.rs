@@ -15,6 +15,8 @@ use super::{
 pub mod activations;
 pub mod events;
 pub mod limits;
+pub mod phone_changes;
+pub mod phones;
 pub mod totp;
 pub mod verifications;
 

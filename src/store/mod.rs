@@ -5,10 +5,9 @@
 //!   [`MessageStore`] (SMS records, receipt correlation) are implemented by
 //!   [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`] (shared by every
 //!   instance).
-//! - [`ActivationStore`] ([`activations`]) and [`TotpStore`] ([`totp`]): activation codes and
-//!   TOTP enrolments, memory in `memory/`, Redis in `redis/`.
-//! - [`planned`] declares the traits of the aggregates still to come (account phones, phone
-//!   changes, limit counters), so their issues implement a known shape.
+//! - [`ActivationStore`] ([`activations`]), [`TotpStore`] ([`totp`]), [`PhoneStore`]
+//!   ([`phones`]), [`PhoneChangeStore`] ([`phone_changes`]), [`EventStore`] ([`events`]) and
+//!   [`limits::LimitStore`]: the other aggregates, memory in `memory/`, Redis in `redis/`.
 //!
 //! The rules live in the domains ([`crate::otp::challenge`] decides a check and a resend); a
 //! store applies them atomically (a Lua script in Redis mirroring them, a locked map entry in
@@ -27,7 +26,8 @@ pub mod keys;
 pub mod limits;
 pub mod memory;
 pub mod messages;
-pub mod planned;
+pub mod phone_changes;
+pub mod phones;
 pub mod redis;
 pub mod totp;
 pub mod verifications;
@@ -42,6 +42,8 @@ pub use messages::{
     CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
 };
+pub use phone_changes::{PhoneChange, PhoneChangeStore};
+pub use phones::{AccountPhone, PhoneStore};
 pub use totp::TotpStore;
 pub use verifications::{
     CheckGuards, CheckRequest, Checked, CodeProof, ResendOutcome, SendGuards, Status, Verification,
@@ -98,12 +100,15 @@ pub struct Stores {
     pub activations: Arc<dyn ActivationStore>,
     pub totp: Arc<dyn TotpStore>,
     pub limits: Arc<dyn LimitStore>,
+    pub phones: Arc<dyn PhoneStore>,
+    pub phone_changes: Arc<dyn PhoneChangeStore>,
     health: Arc<dyn Health>,
 }
 
 impl Stores {
     /// The embedded store for every aggregate.
     pub fn memory(m: Arc<memory::MemoryStore>) -> Stores {
+        let phones = Arc::new(memory::phones::MemoryPhones::new(m.clone()));
         Stores {
             verifications: m.clone(),
             messages: m.clone(),
@@ -111,12 +116,16 @@ impl Stores {
             activations: m.clone(),
             totp: m.clone(),
             limits: m.clone(),
+            phones: phones.clone(),
+            phone_changes: Arc::new(memory::phone_changes::MemoryPhoneChanges::new(phones)),
             health: m,
         }
     }
 
     /// The Redis store for every aggregate.
     pub fn redis(r: redis::RedisStore) -> Stores {
+        let phones = Arc::new(redis::phones::RedisPhones::new(r.clone()));
+        let phone_changes = Arc::new(redis::phone_changes::RedisPhoneChanges::new(r.clone()));
         let r = Arc::new(r);
         Stores {
             verifications: r.clone(),
@@ -125,6 +134,8 @@ impl Stores {
             activations: r.clone(),
             totp: r.clone(),
             limits: r.clone(),
+            phones,
+            phone_changes,
             health: r,
         }
     }

@@ -2,6 +2,9 @@
 //! Redis Cluster). Each state change is one Lua script (`src/store/lua/`), one round trip; the
 //! keys are spelled in [`super::keys`].
 
+pub mod phone_changes;
+pub mod phones;
+
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Script};

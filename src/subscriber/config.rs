@@ -79,6 +79,12 @@ impl SubscriberConfig {
         if self.name_score_threshold > 100 {
             issues.error(format!("{at}.name_score_threshold"), "must be 0..=100");
         }
+        if self.provider == SubscriberProvider::Static
+            && let Err(e) = super::static_file::StaticProvider::load(&self.static_file)
+        {
+            // `serve` loads it at start; say so here rather than fail there.
+            issues.error(format!("{at}.static_file"), e.to_string());
+        }
         if self.provider == SubscriberProvider::Camara {
             match &self.camara {
                 None => issues.error(

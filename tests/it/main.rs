@@ -18,6 +18,8 @@ mod limits_api;
 mod messages;
 mod ops;
 mod outbox_tx;
+mod phone_changes;
+mod phones;
 mod receipts;
 mod resilience;
 mod rotation;

@@ -97,6 +97,13 @@ purposes = ["transaction"]
 default_region = "MO"
 allowed_countries = ["MO", "HK", "VN", "CN", "PT"]
 
+# Room for the feature tests; the limits have their own tests (limits_api.rs).
+[limits]
+per_phone = ["1000/1h"]
+per_account = ["1000/1h"]
+per_ip = ["1000/1h"]
+account_failures = "1000/1h"
+
 [otp]
 ttl = "5m"
 max_attempts = 5

@@ -64,8 +64,8 @@ async fn apply(outbox: &RedisOutbox, op: &WriteOp) -> redis::RedisResult<()> {
             let json = serde_json::to_string(job.as_ref()).unwrap_or_default();
             let stream = outbox.stream(&job.route, job.priority);
             if job.not_before_ms > outbox.clock.now_ms() {
-                // A version 1 SMS job in the member form every version reads (move_due.lua);
-                // other kinds name their version and kind.
+                // An SMS job in the member form every version reads (move_due.lua); other
+                // kinds name their version and kind, so the entry written keeps them.
                 let member = match job.kind() {
                     JOB_KIND_SMS => format!("{stream}\n{json}"),
                     kind => format!("{stream}\n{JOB_VERSION}\n{kind}\n{json}"),

@@ -13,10 +13,23 @@
 -- [13..18] the outbox entry's fields and values (v, k, j; empty strings: no entry, the caller
 -- queues the job itself), then 4 per limit (and 5 for the range: see limits.lua), then the
 -- verification's fields and values, then the SMS record's.
+-- Login (`member` after the SMS record's fields): the last KEY is the account's phones (a hash
+-- by E.164); when the verification's phone is not in it, nothing is written or counted and
+-- the script returns {'not_registered'} (a phone removed concurrently is never sent a code).
 -- Returns {} when created, else {limit name, wait ms[, 'closes']} and nothing is written
 -- (but a range the guard closes now).
 local now = tonumber(ARGV[7])
 local nl = tonumber(ARGV[8])
+do
+  local vb = 18 + nl * 4
+  if ARGV[9] == '1' then vb = vb + 5 end
+  local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
+  if ARGV[vb + n + m + 1] == 'member' then
+    local ph = ''
+    for i = vb + 1, vb + n, 2 do if ARGV[i] == 'ph' then ph = ARGV[i + 1] end end
+    if redis.call('HEXISTS', KEYS[#KEYS], ph) == 0 then return {'not_registered'} end
+  end
+end
 local refused = limits_check(4, 18, nl, now)
 if refused then return refused end
 local b = 18 + nl * 4

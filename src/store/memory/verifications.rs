@@ -55,7 +55,7 @@ impl MemoryStore {
         }
     }
 
-    fn create_verification(
+    pub(crate) fn create_verification(
         &self,
         v: &Verification,
         msg: &MessageRecord,

@@ -159,6 +159,22 @@ impl RedisStore {
         msg: &MessageRecord,
         g: SendGuards<'_>,
     ) -> Result<Result<(), Refused>, Error> {
+        Ok(self
+            .create_verification_if(v, msg, g, None)
+            .await?
+            .map(|_| ()))
+    }
+
+    /// Creates a verification; with `member_of` (an account's phones key), only when its
+    /// phone is in that hash, checked in the same script: `Ok(false)` when it was not (nothing
+    /// written, nothing counted).
+    pub(crate) async fn create_verification_if(
+        &self,
+        v: &Verification,
+        msg: &MessageRecord,
+        g: SendGuards<'_>,
+        member_of: Option<&str>,
+    ) -> Result<Result<bool, Refused>, Error> {
         let tag = ids::parse("ver", &v.id).ok_or_else(|| malformed(&v.id))?;
         let ver_key = self
             .keys
@@ -227,10 +243,18 @@ impl RedisStore {
         for (k, val) in &mf {
             inv.arg(*k).arg(val);
         }
+        // The membership check (login): one more key, last, and one more argument, after the
+        // record's fields (create.lua reads both by position).
+        if let Some(k) = member_of {
+            inv.key(k).arg("member");
+        }
         let reply: Vec<Value> = self.run(&mut inv).await?;
+        if matches!(reply.first(), Some(Value::BulkString(b)) if b == b"not_registered") {
+            return Ok(Ok(false));
+        }
         Ok(match self.refusal(&reply, g.plan) {
             Some(r) => Err(r),
-            None => Ok(()),
+            None => Ok(true),
         })
     }
 
