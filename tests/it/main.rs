@@ -14,6 +14,7 @@ mod events;
 mod limits;
 mod messages;
 mod ops;
+mod outbox_load;
 mod receipts;
 mod resilience;
 mod rotation;
