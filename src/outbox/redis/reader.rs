@@ -305,12 +305,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
     let outbox = &r.outbox;
     let mut c = outbox.conn.clone();
     touch(r, &mut c).await?;
-    let _: i64 = outbox
-        .move_due
-        .key(outbox.keys.outbox_delay())
-        .arg(outbox.clock.now_ms())
-        .invoke_async(&mut c)
-        .await?;
+    move_due(outbox, &mut c).await?;
     let kinds = JOB_KINDS.join(",");
     for (s, cursor) in r.streams.iter().zip(cursors.iter_mut()) {
         let room = r.slot.budget.saturating_sub(r.slot.lock().buffered());
@@ -376,6 +371,43 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Moves due retries back to their streams (any instance may; each moves once).
+async fn move_due(
+    outbox: &RedisOutbox,
+    c: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<()> {
+    let delay = outbox.keys.outbox_delay();
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(&delay)
+        .arg("-inf")
+        .arg(outbox.clock.now_ms())
+        .arg("LIMIT")
+        .arg(0)
+        .arg(200)
+        .query_async(c)
+        .await?;
+    for m in due {
+        let Some((stream, _)) = m.split_once('\n') else {
+            // Not a member any version writes: drop it rather than retry it for ever.
+            tracing::error!("outbox: malformed delayed entry dropped");
+            let _: i64 = redis::cmd("ZREM")
+                .arg(&delay)
+                .arg(&m)
+                .query_async(c)
+                .await?;
+            continue;
+        };
+        let _: i64 = outbox
+            .move_due
+            .key(&delay)
+            .key(stream)
+            .arg(&m)
+            .invoke_async(c)
+            .await?;
     }
     Ok(())
 }
