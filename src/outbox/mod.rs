@@ -14,6 +14,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -241,6 +242,14 @@ impl Outbox {
         match self {
             Outbox::Memory(m) => m.is_full(),
             Outbox::Redis(_) => false,
+        }
+    }
+
+    /// Removes the jobs expired at `now_ms` that no session holds; returns their message ids.
+    pub async fn take_expired(&self, now_ms: i64) -> Result<Vec<String>, Error> {
+        match self {
+            Outbox::Memory(m) => Ok(m.take_expired(now_ms)),
+            Outbox::Redis(r) => r.take_expired(now_ms).await,
         }
     }
 

@@ -72,6 +72,7 @@ pub struct RedisOutbox {
     touch: Script,
     claim: Script,
     reap: Script,
+    sweep: Script,
     /// Entries of a newer version already reported (each is logged once).
     foreign_seen: Mutex<HashSet<EntryRef>>,
 }
@@ -121,6 +122,7 @@ impl RedisOutbox {
             touch: Script::new(include_str!("redis/touch.lua")),
             claim: Script::new(include_str!("redis/claim.lua")),
             reap: Script::new(include_str!("redis/reap.lua")),
+            sweep: Script::new(include_str!("redis/sweep.lua")),
             foreign_seen: Mutex::default(),
         }))
     }
@@ -158,6 +160,34 @@ impl RedisOutbox {
             d[p.index()] += n;
         }
         d
+    }
+
+    /// Removes expired jobs no consumer holds (never read, or waiting for a retry); returns
+    /// their message ids.
+    pub async fn take_expired(&self, now_ms: i64) -> Result<Vec<String>, Error> {
+        let mut c = self.conn.clone();
+        let mut out: Vec<String> = self
+            .sweep
+            .key(self.keys.outbox_delay())
+            .arg("delay")
+            .arg(GROUP)
+            .arg(now_ms)
+            .arg(1000)
+            .invoke_async(&mut c)
+            .await?;
+        for (s, _) in &self.all_streams {
+            let ids: Vec<String> = self
+                .sweep
+                .key(s)
+                .arg("stream")
+                .arg(GROUP)
+                .arg(now_ms)
+                .arg(1000)
+                .invoke_async(&mut c)
+                .await?;
+            out.extend(ids);
+        }
+        Ok(out)
     }
 
     /// Waits until every ack and release was written (at most `limit`).

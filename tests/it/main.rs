@@ -11,6 +11,7 @@ mod daemon;
 mod durability;
 mod edges;
 mod events;
+mod expiry;
 mod limits;
 mod messages;
 mod ops;
