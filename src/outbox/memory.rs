@@ -18,6 +18,8 @@ pub struct MemoryOutbox {
     len: AtomicUsize,
     capacity: usize,
     clock: Clock,
+    /// Checks code SMS against their verification before they are handed out.
+    pub(super) stale: std::sync::OnceLock<std::sync::Arc<super::stale::StaleCheck>>,
 }
 
 enum Take {
@@ -40,6 +42,7 @@ impl MemoryOutbox {
             len: AtomicUsize::new(0),
             capacity,
             clock,
+            stale: std::sync::OnceLock::new(),
         }
     }
 

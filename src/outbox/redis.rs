@@ -73,6 +73,8 @@ pub struct RedisOutbox {
     claim: Script,
     reap: Script,
     sweep: Script,
+    /// Checks code SMS against their verification before they are buffered.
+    pub(super) stale: std::sync::OnceLock<Arc<super::stale::StaleCheck>>,
     /// Entries of a newer version already reported (each is logged once).
     foreign_seen: Mutex<HashSet<EntryRef>>,
 }
@@ -123,6 +125,7 @@ impl RedisOutbox {
             claim: Script::new(include_str!("redis/claim.lua")),
             reap: Script::new(include_str!("redis/reap.lua")),
             sweep: Script::new(include_str!("redis/sweep.lua")),
+            stale: std::sync::OnceLock::new(),
             foreign_seen: Mutex::default(),
         }))
     }

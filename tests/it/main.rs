@@ -20,6 +20,7 @@ mod receipts;
 mod resilience;
 mod rotation;
 mod smpp;
+mod stale;
 mod subscriber;
 mod totp;
 mod verifications;

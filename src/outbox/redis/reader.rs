@@ -12,8 +12,10 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
 use super::{CLAIM_IDLE, EntryRef, GROUP, HEARTBEAT, Held, REAP_IDLE, RedisOutbox, Slot, WriteOp};
-use crate::outbox::{Envelope, JOB_KINDS, JOB_VERSION, Priority, Routing};
+use crate::outbox::stale::Verdict;
+use crate::outbox::{Body, Envelope, JOB_KINDS, JOB_VERSION, Priority, Routing};
 use crate::store::connect;
+use crate::store::verifications::Status;
 
 /// How often a heartbeat also removes dead consumers.
 const REAP_EVERY: u32 = 20;
@@ -203,20 +205,25 @@ async fn read_once(
             *own_pending = None;
         }
     }
-    admit(r, entries);
+    admit(r, entries).await;
     Ok(())
 }
 
 /// Buffers entries for the session (code SMS first); re-queues those this SMSC must not take;
-/// leaves entries of a newer version pending.
-fn admit(r: &Reader, entries: Vec<Raw>) {
+/// leaves entries of a newer version pending; settles stale code SMS.
+async fn admit(r: &Reader, entries: Vec<Raw>) {
     let outbox = &r.outbox;
-    let mut any = false;
+    let mut jobs = Vec::with_capacity(entries.len());
     for raw in entries {
         let e = EntryRef {
             stream: raw.stream,
             id: raw.id,
         };
+        if r.slot.lock().held.contains_key(&e) || outbox.is_settling(&e) {
+            // Already ours (read again from our own pending entries), or settled with the
+            // acknowledgement not yet written (claimed back by ourselves after an outage).
+            continue;
+        }
         let mut job = match Envelope::open(raw.v.as_deref(), raw.k.as_deref(), raw.j.as_deref()) {
             Envelope::Job(job) => *job,
             Envelope::Unknown { .. } => {
@@ -234,15 +241,84 @@ fn admit(r: &Reader, entries: Vec<Raw>) {
                 continue;
             }
         };
-        let raw_j = raw.j.unwrap_or_default();
         job.receipt = Some(format!("{}\n{}", e.stream, e.id));
+        jobs.push((e, job, raw.j.unwrap_or_default()));
+    }
+    let jobs = drop_stale(r, jobs).await;
+    buffer(r, jobs);
+}
+
+/// Settles the code SMS whose verification is no longer pending (see [`crate::outbox::stale`]):
+/// one pipeline of `HMGET`s for the batch.
+async fn drop_stale(
+    r: &Reader,
+    jobs: Vec<(EntryRef, crate::outbox::Job, String)>,
+) -> Vec<(EntryRef, crate::outbox::Job, String)> {
+    let outbox = &r.outbox;
+    let Some(check) = outbox.stale.get() else {
+        return jobs;
+    };
+    let codes: Vec<(usize, Option<String>)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, job, _))| match &job.body {
+            Body::Code {
+                verification_id, ..
+            } => Some((i, outbox.keys.verification(verification_id))),
+            Body::Text { .. } => None,
+        })
+        .collect();
+    if codes.is_empty() {
+        return jobs;
+    }
+    let mut pipe = redis::pipe();
+    for (_, key) in &codes {
+        // The verification hash's status (`s`) and expiry (`ea`), as the store writes them.
+        pipe.cmd("HMGET")
+            .arg(key.as_deref().unwrap_or("-"))
+            .arg("s")
+            .arg("ea");
+    }
+    let mut c = outbox.conn.clone();
+    let stored: Vec<(Option<String>, Option<i64>)> = match pipe.query_async(&mut c).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Sent rather than lost: an outage must not cost codes.
+            tracing::warn!(error = %e, "outbox: verification status unreadable; code SMS sent");
+            return jobs;
+        }
+    };
+    let now_ms = outbox.clock.now_ms();
+    let mut stale = vec![Verdict::Send; jobs.len()];
+    for ((i, _), (status, expires)) in codes.iter().zip(stored) {
+        let found = match (status.as_deref().and_then(Status::parse), expires) {
+            (Some(s), Some(ea)) => Some((s, ea)),
+            _ => None,
+        };
+        stale[*i] = Verdict::of(found, now_ms);
+    }
+    let mut keep = Vec::with_capacity(jobs.len());
+    for ((e, job, raw), verdict) in jobs.into_iter().zip(stale) {
+        if verdict == Verdict::Send {
+            keep.push((e, job, raw));
+            continue;
+        }
+        outbox.write(WriteOp::Ack(e));
+        let check = check.clone();
+        tokio::spawn(async move { check.mark(&job, verdict).await });
+    }
+    keep
+}
+
+fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
+    let outbox = &r.outbox;
+    let mut any = false;
+    for (e, mut job, raw_j) in jobs {
         let refuse = job.exclude.as_deref() == Some(r.smsc.as_str())
             || (job.avoid.as_deref() == Some(r.smsc.as_str())
                 && r.routing.other_bound(&job.route, &r.smsc));
         let mut st = r.slot.lock();
-        if st.held.contains_key(&e) || outbox.is_settling(&e) {
-            // Already ours (read again from our own pending entries), or settled with the
-            // acknowledgement not yet written (claimed back by ourselves after an outage).
+        if st.held.contains_key(&e) {
             continue;
         }
         if st.closed || refuse {
@@ -352,7 +428,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
                     Err(_) => None,
                 })
                 .collect();
-            admit(r, entries);
+            admit(r, entries).await;
         }
     }
     if reap {
