@@ -239,6 +239,21 @@ pub async fn run(
         StoreBackend::Redis => 16,
     };
     let delivery_stop = CancellationToken::new();
+    outbox.set_stale_check(outbox::stale::StaleCheck {
+        messages: store.messages.clone(),
+        verifications: store.verifications.clone(),
+        phone_changes: store.phone_changes.clone(),
+        clock: options.clock.clone(),
+    });
+    // The expiry sweeper ends with this function.
+    let sweep_stop = CancellationToken::new();
+    let _sweep_stop = sweep_stop.clone().drop_guard();
+    outbox::sweep::spawn(
+        outbox.clone(),
+        store.messages.clone(),
+        options.clock.clone(),
+        sweep_stop,
+    );
     let (events, delivery) = delivery::start(
         delivery::Tracker {
             store: store.clone(),

@@ -18,6 +18,8 @@ pub struct MemoryOutbox {
     len: AtomicUsize,
     capacity: usize,
     clock: Clock,
+    /// Checks code SMS against their verification before they are handed out.
+    pub(super) stale: std::sync::OnceLock<std::sync::Arc<super::stale::StaleCheck>>,
 }
 
 enum Take {
@@ -62,6 +64,7 @@ impl MemoryOutbox {
             len: AtomicUsize::new(0),
             capacity,
             clock,
+            stale: std::sync::OnceLock::new(),
         }
     }
 
@@ -184,6 +187,25 @@ impl MemoryOutbox {
                 }
             }
         }
+    }
+
+    /// Removes the jobs expired at `now_ms`; returns their message ids.
+    pub fn take_expired(&self, now_ms: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in q.values_mut() {
+            for lane in slot.iter_mut() {
+                lane.retain(|job| {
+                    let keep = job.expires_at_ms > now_ms;
+                    if !keep {
+                        out.push(job.message_id.clone());
+                    }
+                    keep
+                });
+            }
+        }
+        self.len.fetch_sub(out.len(), Ordering::Relaxed);
+        out
     }
 
     pub fn depth(&self) -> [usize; 2] {

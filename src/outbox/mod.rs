@@ -14,6 +14,8 @@
 
 pub mod memory;
 pub mod redis;
+pub mod stale;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -240,6 +242,7 @@ impl Outbox {
                 routes: routes.to_vec(),
                 smsc: smsc.to_owned(),
                 routing,
+                checking: None,
             },
             Outbox::Redis(r) => Consumer::Redis(r.consumer(routes, smsc, bind, routing, window)),
         }
@@ -269,6 +272,24 @@ impl Outbox {
         }
     }
 
+    /// Code SMS are checked against their verification before they are handed out (see
+    /// [`stale`]); set once at startup.
+    pub fn set_stale_check(&self, check: stale::StaleCheck) {
+        let check = Arc::new(check);
+        let _ = match self {
+            Outbox::Memory(m) => m.stale.set(check),
+            Outbox::Redis(r) => r.stale.set(check),
+        };
+    }
+
+    /// Removes the jobs expired at `now_ms` that no session holds; returns their message ids.
+    pub async fn take_expired(&self, now_ms: i64) -> Result<Vec<String>, Error> {
+        match self {
+            Outbox::Memory(m) => Ok(m.take_expired(now_ms)),
+            Outbox::Redis(r) => r.take_expired(now_ms).await,
+        }
+    }
+
     /// Waits (at most `limit`) until settled messages are recorded as such.
     pub async fn flush(&self, limit: std::time::Duration) {
         if let Outbox::Redis(r) = self {
@@ -284,6 +305,8 @@ pub enum Consumer {
         routes: Vec<String>,
         smsc: String,
         routing: Arc<Routing>,
+        /// A code SMS taken and being checked (kept here so that `next` stays cancel-safe).
+        checking: Option<Box<Job>>,
     },
     Redis(redis::Consumer),
 }
@@ -298,7 +321,30 @@ impl Consumer {
                 routes,
                 smsc,
                 routing,
-            } => outbox.next(routes, smsc, routing).await,
+                checking,
+            } => loop {
+                let job = match checking.take() {
+                    Some(job) => *job,
+                    None => outbox.next(routes, smsc, routing).await,
+                };
+                let Some(check) = outbox
+                    .stale
+                    .get()
+                    .filter(|_| job.priority == Priority::Code)
+                else {
+                    return job;
+                };
+                let job = checking.insert(Box::new(job));
+                let verdict = check.verdict(job).await;
+                let Some(job) = checking.take().map(|j| *j) else {
+                    continue;
+                };
+                if verdict == stale::Verdict::Send {
+                    return job;
+                }
+                let check = check.clone();
+                tokio::spawn(async move { check.mark(&job, verdict).await });
+            },
             Consumer::Redis(c) => c.next().await,
         }
     }
@@ -322,9 +368,22 @@ impl Consumer {
 
     /// Stops taking work; what was taken but not handed out goes back.
     pub fn close(&mut self) {
-        if let Consumer::Redis(c) = self {
-            c.close();
+        match self {
+            Consumer::Redis(c) => c.close(),
+            Consumer::Memory {
+                outbox, checking, ..
+            } => {
+                if let Some(job) = checking.take() {
+                    outbox.release(*job);
+                }
+            }
         }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

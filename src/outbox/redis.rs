@@ -3,44 +3,55 @@
 //!
 //! - A message is an entry until an SMSC settled it; then it is acknowledged and deleted.
 //!   A daemon killed with SIGKILL leaves its entries pending in the group; once they have sat
-//!   idle for [`CLAIM_IDLE`], any live consumer claims them (`XAUTOCLAIM`) and sends them: only
-//!   those that were in flight can go twice. A live consumer touches the entries it holds
-//!   (`XCLAIM … JUSTID`) well within that time, so they never look abandoned.
-//! - Each consumer reads on its own connection (`XREADGROUP … BLOCK` would stall a shared
-//!   multiplexed one) into a small buffer, so that [`Consumer::next`] is cancel-safe.
+//!   idle for [`CLAIM_IDLE`], any live consumer claims them (`claim.lua`, following a cursor)
+//!   and sends them: only those that were in flight can go twice.
+//! - A consumer reads on its own connection (`XREADGROUP … BLOCK` would stall a shared
+//!   multiplexed one) into a buffer shared with its session, never more than its budget (the
+//!   session's window) in all streams together, and never waits for the session: reading
+//!   and touching go on however slowly the session takes work, so nothing it holds looks
+//!   abandoned.
+//! - A heartbeat on its own timer touches the entries the consumer holds (buffered or in
+//!   flight) with `touch.lua`, which also says which it no longer owns (taken over while
+//!   Redis or this process stalled past [`CLAIM_IDLE`]): those are fenced — never handed to
+//!   the session, never released again (the new owner sends them).
 //! - Retries with backoff wait in a sorted set, moved back to their stream by an atomic script
 //!   that any instance may run.
 //! - Acks and releases go through a background writer that retries until Redis answers, so a
-//!   Redis outage delays them but loses none.
-//!
+//!   Redis outage delays them but loses none. A release writes back the entry's own JSON with
+//!   the fields this version changed, so fields of another version survive.
 //! - Entries are versioned envelopes (fields `v`, `k`, `j`; see [`super::JOB_VERSION`]): an
-//!   entry of a newer version or unknown kind is left pending, never acknowledged, for an
-//!   instance that can read it (a rolling upgrade loses nothing).
+//!   entry of a newer version or unknown kind is left pending, never acknowledged nor claimed
+//!   by this version, for an instance that can read it (logged once, counted in
+//!   `otpgate_outbox_foreign_entries_total`).
+//! - Consumers that hold nothing and were silent for [`REAP_IDLE`] are removed from the group.
 //!
 //! All keys (spelled in [`crate::store::keys`]) carry the hash tag `{ob}`: one slot, so
-//! multi-stream reads work on a cluster too.
+//! multi-stream reads work on a cluster too; every key a script touches is passed in `KEYS`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-use redis::{FromRedisValue, Script, Value};
+use redis::Script;
+use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
 
-use super::{Envelope, Error, JOB_VERSION, Job, Priority, Routing};
+use super::{Error, JOB_VERSION, Job, Priority, Routing};
 use crate::clock::Clock;
 use crate::store::connect;
 use crate::store::keys::Keys;
-use writer::{EntryRef, WriteOp, run_writer};
+use writer::{EntryRef, WriteOp, WriterCtx, run_writer};
 
+mod reader;
 mod writer;
 
 /// Entries of a consumer that has been silent this long are taken over by others.
 pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
 /// How often a consumer touches the entries it holds, and looks for abandoned ones.
 const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Consumers holding nothing and silent this long are removed from the group.
+pub const REAP_IDLE: Duration = Duration::from_secs(600);
 const GROUP: &str = "otpgate";
 
 /// The fields of a new job's stream entry (`v`, `k`, `j`), in order: what [`RedisOutbox::push`]
@@ -64,8 +75,19 @@ pub struct RedisOutbox {
     instance: String,
     writes: mpsc::UnboundedSender<WriteOp>,
     writer_idle: Arc<Notify>,
-    pending_writes: Arc<std::sync::atomic::AtomicUsize>,
+    pending_writes: Arc<AtomicUsize>,
+    /// Entries acknowledged or released and not yet written so: still pending in Redis, but
+    /// never to be read or claimed again (they were settled).
+    settling: Arc<Mutex<HashSet<EntryRef>>>,
     move_due: Script,
+    touch: Script,
+    claim: Script,
+    reap: Script,
+    sweep: Script,
+    /// Checks code SMS against their verification before they are buffered.
+    pub(super) stale: std::sync::OnceLock<Arc<super::stale::StaleCheck>>,
+    /// Entries of a newer version already reported (each is logged once).
+    foreign_seen: Mutex<HashSet<EntryRef>>,
 }
 
 impl RedisOutbox {
@@ -84,7 +106,21 @@ impl RedisOutbox {
             .iter()
             .flat_map(|p| routes.iter().map(|r| (keys.outbox_stream(r, *p), *p)))
             .collect();
-        let outbox = Arc::new(RedisOutbox {
+        let writer_idle = Arc::new(Notify::new());
+        let pending_writes = Arc::new(AtomicUsize::new(0));
+        let settling: Arc<Mutex<HashSet<EntryRef>>> = Arc::default();
+        tokio::spawn(run_writer(
+            WriterCtx {
+                conn: conn.clone(),
+                keys: keys.clone(),
+                clock: clock.clone(),
+                pending: pending_writes.clone(),
+                idle: writer_idle.clone(),
+                settling: settling.clone(),
+            },
+            rx,
+        ));
+        Ok(Arc::new(RedisOutbox {
             client,
             conn,
             keys,
@@ -92,12 +128,17 @@ impl RedisOutbox {
             all_streams,
             instance: format!("{host}-{}-{}", std::process::id(), crate::ids::random_tag()),
             writes: tx,
-            writer_idle: Arc::new(Notify::new()),
-            pending_writes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            writer_idle,
+            pending_writes,
+            settling,
             move_due: Script::new(include_str!("move_due.lua")),
-        });
-        tokio::spawn(run_writer(outbox.clone(), rx));
-        Ok(outbox)
+            touch: Script::new(include_str!("redis/touch.lua")),
+            claim: Script::new(include_str!("redis/claim.lua")),
+            reap: Script::new(include_str!("redis/reap.lua")),
+            sweep: Script::new(include_str!("redis/sweep.lua")),
+            stale: std::sync::OnceLock::new(),
+            foreign_seen: Mutex::default(),
+        }))
     }
 
     fn stream(&self, route: &str, priority: Priority) -> String {
@@ -129,14 +170,38 @@ impl RedisOutbox {
         d
     }
 
+    /// Removes expired jobs no consumer holds (never read, or waiting for a retry); returns
+    /// their message ids.
+    pub async fn take_expired(&self, now_ms: i64) -> Result<Vec<String>, Error> {
+        let mut c = self.conn.clone();
+        let mut out: Vec<String> = self
+            .sweep
+            .key(self.keys.outbox_delay())
+            .arg("delay")
+            .arg(GROUP)
+            .arg(now_ms)
+            .arg(1000)
+            .invoke_async(&mut c)
+            .await?;
+        for (s, _) in &self.all_streams {
+            let ids: Vec<String> = self
+                .sweep
+                .key(s)
+                .arg("stream")
+                .arg(GROUP)
+                .arg(now_ms)
+                .arg(1000)
+                .invoke_async(&mut c)
+                .await?;
+            out.extend(ids);
+        }
+        Ok(out)
+    }
+
     /// Waits until every ack and release was written (at most `limit`).
     pub async fn flush(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        while self
-            .pending_writes
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-        {
+        while self.pending_writes.load(Ordering::SeqCst) > 0 {
             if tokio::time::timeout_at(deadline, self.writer_idle.notified())
                 .await
                 .is_err()
@@ -150,15 +215,36 @@ impl RedisOutbox {
     }
 
     fn write(&self, op: WriteOp) {
-        self.pending_writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut s) = self.settling.lock() {
+            s.insert(op.entry().clone());
+        }
+        self.pending_writes.fetch_add(1, Ordering::SeqCst);
         if self.writes.send(op).is_err() {
-            self.pending_writes
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.pending_writes.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// A consumer for one bind of `smsc`, reading `routes`.
+    /// Whether an ack or release of `e` waits to be written.
+    fn is_settling(&self, e: &EntryRef) -> bool {
+        self.settling.lock().map(|s| s.contains(e)).unwrap_or(false)
+    }
+
+    /// Reports an entry of a newer version (or unknown kind) once per entry.
+    fn foreign(&self, entry: EntryRef, version: &str, kind: &str) {
+        let new = self
+            .foreign_seen
+            .lock()
+            .map(|mut s| s.insert(entry.clone()))
+            .unwrap_or(false);
+        if new {
+            metrics::counter!("otpgate_outbox_foreign_entries_total").increment(1);
+            tracing::warn!(stream = %entry.stream, entry = %entry.id, version, kind,
+                "outbox: entry of a newer version left pending for an instance that reads it");
+        }
+    }
+
+    /// A consumer for one bind of `smsc`, reading `routes`; it holds (buffered, not yet
+    /// handed out) at most about `window` messages.
     pub fn consumer(
         self: &Arc<Self>,
         routes: &[String],
@@ -173,75 +259,146 @@ impl RedisOutbox {
             .flat_map(|p| routes.iter().map(move |r| (r.clone(), *p)))
             .map(|(r, p)| self.stream(&r, p))
             .collect();
-        let (tx, rx) = mpsc::channel(window.max(1));
-        let held: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(run_reader(
-            self.clone(),
-            Reader {
-                name,
-                streams,
-                smsc: smsc.to_owned(),
-                routing,
-                batch: window.max(1),
-            },
-            tx,
-            held.clone(),
-            stop.clone(),
-        ));
+        let slot = Arc::new(Slot {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            room: Notify::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
+            budget: window.max(1),
+        });
+        let reader = Arc::new(reader::Reader {
+            outbox: self.clone(),
+            name,
+            streams,
+            smsc: smsc.to_owned(),
+            routing,
+            slot: slot.clone(),
+        });
+        tokio::spawn(reader::run_reader(reader.clone()));
+        tokio::spawn(reader::run_heartbeat(reader));
         Consumer {
             outbox: self.clone(),
-            rx,
-            held,
-            stop,
+            slot,
         }
     }
+}
+
+/// What a consumer holds of one entry.
+struct Held {
+    /// The job's JSON as the entry holds it (a release writes it back with our changes).
+    raw: String,
+    /// Taken over by another consumer: never hand it out nor release it.
+    lost: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Read, not yet handed out: code SMS, then the rest.
+    code: VecDeque<Job>,
+    rest: VecDeque<Job>,
+    /// Everything read and not settled (buffered or in flight), by entry.
+    held: HashMap<EntryRef, Held>,
+    closed: bool,
+}
+
+impl State {
+    fn buffered(&self) -> usize {
+        self.code.len() + self.rest.len()
+    }
+}
+
+/// The buffer between a consumer's reader and its session.
+struct Slot {
+    state: Mutex<State>,
+    /// A job was buffered.
+    ready: Notify,
+    /// The session took a job: room to read more.
+    room: Notify,
+    stop: tokio_util::sync::CancellationToken,
+    /// How many jobs may wait in the buffer.
+    budget: usize,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next buffered job this consumer still owns (the fence: one taken over by another
+    /// consumer is dropped here, never submitted).
+    fn take(&self) -> Option<Job> {
+        let mut st = self.lock();
+        loop {
+            let job = st.code.pop_front().or_else(|| st.rest.pop_front())?;
+            let Some(e) = entry_of(&job) else {
+                return Some(job);
+            };
+            match st.held.get(&e) {
+                Some(h) if !h.lost => return Some(job),
+                _ => {
+                    st.held.remove(&e);
+                    metrics::counter!("otpgate_outbox_fenced_total").increment(1);
+                    tracing::warn!(stream = %e.stream, entry = %e.id,
+                        "outbox: message taken over by another consumer; not sent from here");
+                }
+            }
+        }
+    }
+}
+
+fn entry_of(job: &Job) -> Option<EntryRef> {
+    let (stream, id) = job.receipt.as_deref()?.split_once('\n')?;
+    Some(EntryRef {
+        stream: stream.to_owned(),
+        id: id.to_owned(),
+    })
 }
 
 /// One bind's view of the durable outbox.
 pub struct Consumer {
     outbox: Arc<RedisOutbox>,
-    rx: mpsc::Receiver<Job>,
-    /// Entry id → stream of what this consumer holds (buffered or in flight).
-    held: Arc<Mutex<HashMap<String, String>>>,
-    stop: tokio_util::sync::CancellationToken,
+    slot: Arc<Slot>,
 }
 
 impl Consumer {
-    /// The next job; cancel-safe.
+    /// The next job; cancel-safe (a job leaves the buffer only when this returns).
     pub async fn next(&mut self) -> Job {
-        match self.rx.recv().await {
-            Some(job) => job,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn entry(&self, job: &Job) -> Option<EntryRef> {
-        let (stream, id) = job.receipt.as_deref()?.split_once('\n')?;
-        Some(EntryRef {
-            stream: stream.to_owned(),
-            id: id.to_owned(),
-        })
-    }
-
-    fn forget(&self, e: &EntryRef) {
-        if let Ok(mut h) = self.held.lock() {
-            h.remove(&e.id);
+        loop {
+            let ready = self.slot.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(job) = self.slot.take() {
+                self.slot.room.notify_one();
+                return job;
+            }
+            ready.await;
         }
     }
 
     pub fn done(&self, job: &Job) {
-        if let Some(e) = self.entry(job) {
-            self.forget(&e);
+        if let Some(e) = entry_of(job) {
+            self.slot.lock().held.remove(&e);
             self.outbox.write(WriteOp::Ack(e));
         }
     }
 
     pub fn release(&self, job: Job) {
-        match self.entry(&job) {
+        match entry_of(&job) {
             Some(e) => {
-                self.forget(&e);
-                self.outbox.write(WriteOp::Release(e, Box::new(job)));
+                let held = self.slot.lock().held.remove(&e);
+                match held {
+                    Some(Held { raw, lost: false }) => self.outbox.write(WriteOp::Release {
+                        entry: e,
+                        job: Box::new(job),
+                        raw,
+                    }),
+                    // Another consumer owns it now and sends it: releasing it too would
+                    // queue it twice.
+                    Some(Held { lost: true, .. }) | None => {
+                        tracing::debug!(stream = %e.stream, entry = %e.id,
+                            "outbox: release of a message no longer ours ignored");
+                    }
+                }
             }
             None => {
                 // Not from Redis (cannot happen): queue it as new.
@@ -255,9 +412,15 @@ impl Consumer {
 
     /// Stops reading and gives back what was read but never handed out.
     pub fn close(&mut self) {
-        self.stop.cancel();
-        self.rx.close();
-        while let Ok(job) = self.rx.try_recv() {
+        self.slot.stop.cancel();
+        let jobs: Vec<Job> = {
+            let mut st = self.slot.lock();
+            st.closed = true;
+            let mut v: Vec<Job> = st.code.drain(..).collect();
+            v.extend(st.rest.drain(..));
+            v
+        };
+        for job in jobs {
             self.release(job);
         }
     }
@@ -267,286 +430,4 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-struct Reader {
-    name: String,
-    streams: Vec<String>,
-    smsc: String,
-    routing: Arc<Routing>,
-    batch: usize,
-}
-
-async fn ensure_groups(
-    c: &mut MultiplexedConnection,
-    streams: &[String],
-) -> redis::RedisResult<()> {
-    for s in streams {
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(s)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(c)
-            .await;
-        if let Err(e) = r
-            && e.code() != Some("BUSYGROUP")
-        {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-async fn run_reader(
-    outbox: Arc<RedisOutbox>,
-    r: Reader,
-    tx: mpsc::Sender<Job>,
-    held: Arc<Mutex<HashMap<String, String>>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut conn: Option<MultiplexedConnection> = None;
-    let mut backoff = Duration::from_millis(250);
-    let mut last_heartbeat = tokio::time::Instant::now() - HEARTBEAT;
-    // First our own pending entries (a previous session of this consumer), then new ones.
-    let mut own_pending = true;
-    loop {
-        if stop.is_cancelled() || tx.is_closed() {
-            return;
-        }
-        let c = match &mut conn {
-            Some(c) => c,
-            None => match connect::dedicated(&outbox.client).await {
-                Ok(mut c) => match ensure_groups(&mut c, &r.streams).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(250);
-                        conn.insert(c)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox: cannot create consumer group");
-                        sleep_or_stop(&stop, backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox: Redis unreachable; retrying");
-                    sleep_or_stop(&stop, backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            },
-        };
-        // Stopping closes the connection even mid-`XREADGROUP … BLOCK`: a read left blocked
-        // would take the next entry for a consumer that is gone (until `CLAIM_IDLE`).
-        let result = tokio::select! {
-            r = read_once(&outbox, &r, c, &tx, &held, &mut own_pending, &mut last_heartbeat) => r,
-            _ = stop.cancelled() => return,
-            _ = tx.closed() => return,
-        };
-        if let Err(e) = result {
-            if e.code() == Some("NOGROUP") {
-                // Redis lost the streams (restarted without persistence): recreate.
-                if let Some(c) = conn.as_mut() {
-                    let _ = ensure_groups(c, &r.streams).await;
-                }
-            } else {
-                tracing::warn!(error = %e, "outbox: read failed; reconnecting");
-                conn = None;
-                sleep_or_stop(&stop, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
-async fn sleep_or_stop(stop: &tokio_util::sync::CancellationToken, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.cancelled() => {}
-    }
-}
-
-async fn read_once(
-    outbox: &RedisOutbox,
-    r: &Reader,
-    c: &mut MultiplexedConnection,
-    tx: &mpsc::Sender<Job>,
-    held: &Mutex<HashMap<String, String>>,
-    own_pending: &mut bool,
-    last_heartbeat: &mut tokio::time::Instant,
-) -> redis::RedisResult<()> {
-    if last_heartbeat.elapsed() >= HEARTBEAT {
-        *last_heartbeat = tokio::time::Instant::now();
-        heartbeat(outbox, r, c, tx, held).await?;
-    }
-    let room = tx.capacity();
-    if room == 0 {
-        // The session is busy: wait for it to take one.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        return Ok(());
-    }
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(GROUP)
-        .arg(&r.name)
-        .arg("COUNT")
-        .arg(room.min(r.batch));
-    if !*own_pending {
-        cmd.arg("BLOCK").arg(1000);
-    }
-    cmd.arg("STREAMS");
-    for s in &r.streams {
-        cmd.arg(s);
-    }
-    for _ in &r.streams {
-        cmd.arg(if *own_pending { "0" } else { ">" });
-    }
-    let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
-    let entries: Vec<(String, redis::streams::StreamId)> = reply
-        .map(|rep| {
-            rep.keys
-                .into_iter()
-                .flat_map(|k| {
-                    let key = k.key;
-                    k.ids.into_iter().map(move |id| (key.clone(), id))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if *own_pending && entries.is_empty() {
-        *own_pending = false;
-    }
-    deliver(outbox, r, entries, tx, held).await;
-    Ok(())
-}
-
-/// Hands entries to the session, code SMS first; re-queues those this SMSC must not take.
-async fn deliver(
-    outbox: &RedisOutbox,
-    r: &Reader,
-    entries: Vec<(String, redis::streams::StreamId)>,
-    tx: &mpsc::Sender<Job>,
-    held: &Mutex<HashMap<String, String>>,
-) {
-    let mut code = VecDeque::new();
-    let mut rest = VecDeque::new();
-    for (stream, entry) in entries {
-        let field = |f: &str| {
-            entry
-                .map
-                .get(f)
-                .and_then(|v| String::from_redis_value(v.clone()).ok())
-        };
-        let (v, k, j) = (field("v"), field("k"), field("j"));
-        let mut job = match Envelope::open(v.as_deref(), k.as_deref(), j.as_deref()) {
-            Envelope::Job(job) => *job,
-            Envelope::Unknown { version, kind } => {
-                // Not ours to read: it stays pending (never acknowledged, not held, so it goes
-                // idle and is claimed again) until an instance that reads it takes it.
-                tracing::warn!(stream = %stream, entry = %entry.id, version, kind = %kind,
-                    "outbox: entry of a newer version left pending for an instance that reads it");
-                continue;
-            }
-            Envelope::Corrupt(e) => {
-                tracing::error!(stream = %stream, entry = %entry.id, error = %e, "outbox: undecodable entry dropped");
-                outbox.write(WriteOp::Ack(EntryRef {
-                    stream,
-                    id: entry.id,
-                }));
-                continue;
-            }
-        };
-        job.receipt = Some(format!("{stream}\n{}", entry.id));
-        if let Ok(mut h) = held.lock() {
-            h.insert(entry.id.clone(), stream.clone());
-        }
-        let refuse = job.exclude.as_deref() == Some(r.smsc.as_str())
-            || (job.avoid.as_deref() == Some(r.smsc.as_str())
-                && r.routing.other_bound(&job.route, &r.smsc));
-        if refuse {
-            // Give it back for another SMSC, a little later so it does not bounce here.
-            if let Ok(mut h) = held.lock() {
-                h.remove(&entry.id);
-            }
-            job.not_before_ms = outbox.clock.now_ms() + 200;
-            outbox.write(WriteOp::Release(
-                EntryRef {
-                    stream,
-                    id: entry.id,
-                },
-                Box::new(job),
-            ));
-            continue;
-        }
-        if job.priority == Priority::Code {
-            code.push_back(job);
-        } else {
-            rest.push_back(job);
-        }
-    }
-    for job in code.into_iter().chain(rest) {
-        if tx.send(job).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Touches what we hold, moves due retries back, and claims entries of dead consumers.
-async fn heartbeat(
-    outbox: &RedisOutbox,
-    r: &Reader,
-    c: &mut MultiplexedConnection,
-    tx: &mpsc::Sender<Job>,
-    held: &Mutex<HashMap<String, String>>,
-) -> redis::RedisResult<()> {
-    let mine: Vec<(String, String)> = held
-        .lock()
-        .map(|h| h.iter().map(|(id, s)| (s.clone(), id.clone())).collect())
-        .unwrap_or_default();
-    let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-    for (s, id) in mine {
-        by_stream.entry(s).or_default().push(id);
-    }
-    for (s, ids) in by_stream {
-        let mut cmd = redis::cmd("XCLAIM");
-        cmd.arg(&s).arg(GROUP).arg(&r.name).arg(0);
-        for id in &ids {
-            cmd.arg(id);
-        }
-        cmd.arg("JUSTID");
-        let _: Value = cmd.query_async(c).await?;
-    }
-    let _: i64 = outbox
-        .move_due
-        .key(outbox.keys.outbox_delay())
-        .arg(outbox.clock.now_ms())
-        .invoke_async(c)
-        .await?;
-    for s in &r.streams {
-        let room = tx.capacity();
-        if room == 0 {
-            break;
-        }
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(s)
-            .arg(GROUP)
-            .arg(&r.name)
-            .arg(CLAIM_IDLE.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(room.min(r.batch))
-            .query_async(c)
-            .await?;
-        if !reply.claimed.is_empty() {
-            tracing::info!(
-                claimed = reply.claimed.len(),
-                "outbox: took over messages of a silent consumer"
-            );
-            let entries = reply.claimed.into_iter().map(|e| (s.clone(), e)).collect();
-            deliver(outbox, r, entries, tx, held).await;
-        }
-    }
-    Ok(())
 }

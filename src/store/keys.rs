@@ -8,7 +8,7 @@
 //! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, a `HSET` pipeline |
 //! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
-//! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
+//! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `XREADGROUP`, `move_due.lua`, `touch.lua`, `claim.lua`, `reap.lua` (group `otpgate`) |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `a:{tag}:act_…` | hash | an activation (no code, no numbers: keyed hashes) | `act_issue.lua`, `act_redeem.lua` |
 //! | `ai:{tag}:<hex>:<hex>` | string | the redeem index: key of the latest activation of (client, keyed hash of the application number) | `act_issue.lua` |

@@ -1,16 +1,23 @@
 //! The durable outbox's writer: acknowledgements and releases, in order, each retried until
-//! Redis takes it, so a Redis outage delays them but loses none.
+//! Redis takes it, so a Redis outage delays them but loses none. It holds no handle on the
+//! outbox itself: it ends once the outbox (the last sender) is gone, after writing what was
+//! queued.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, mpsc};
 
-use super::{GROUP, RedisOutbox};
+use super::GROUP;
+use crate::clock::Clock;
 use crate::outbox::{JOB_KIND_SMS, JOB_VERSION, Job};
+use crate::store::keys::Keys;
 
 /// Where a handed-out job sits in Redis.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct EntryRef {
     pub(super) stream: String,
     pub(super) id: String,
@@ -19,16 +26,41 @@ pub(super) struct EntryRef {
 pub(super) enum WriteOp {
     /// Settled: acknowledge and delete.
     Ack(EntryRef),
-    /// Back in the queue: re-add (to its stream, or the delay set) and acknowledge the old entry.
-    Release(EntryRef, Box<Job>),
+    /// Back in the queue: re-add (to its stream, or the delay set) and acknowledge the old
+    /// entry. `raw` is the job as the entry holds it: fields this version does not know (an
+    /// older or newer writer's) are kept.
+    Release {
+        entry: EntryRef,
+        job: Box<Job>,
+        raw: String,
+    },
+}
+
+/// What the writer needs, without the outbox (whose sender it would otherwise keep alive).
+pub(super) struct WriterCtx {
+    pub(super) conn: ConnectionManager,
+    pub(super) keys: Keys,
+    pub(super) clock: Clock,
+    pub(super) pending: Arc<AtomicUsize>,
+    pub(super) idle: Arc<Notify>,
+    pub(super) settling: Arc<Mutex<HashSet<EntryRef>>>,
+}
+
+impl WriteOp {
+    pub(super) fn entry(&self) -> &EntryRef {
+        match self {
+            WriteOp::Ack(e) => e,
+            WriteOp::Release { entry, .. } => entry,
+        }
+    }
 }
 
 /// Writes acks and releases in order, retrying each until Redis takes it.
-pub(super) async fn run_writer(outbox: Arc<RedisOutbox>, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
     while let Some(op) = rx.recv().await {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply(&outbox, &op).await {
+            match apply(&ctx, &op).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox: write failed; retrying");
@@ -37,33 +69,45 @@ pub(super) async fn run_writer(outbox: Arc<RedisOutbox>, mut rx: mpsc::Unbounded
                 }
             }
         }
-        if outbox
-            .pending_writes
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            outbox.writer_idle.notify_waiters();
+        if let Ok(mut s) = ctx.settling.lock() {
+            s.remove(op.entry());
+        }
+        if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            ctx.idle.notify_waiters();
         }
     }
 }
 
-async fn apply(outbox: &RedisOutbox, op: &WriteOp) -> redis::RedisResult<()> {
-    let mut c = outbox.conn.clone();
+/// The job to write back: the entry's original JSON with the fields this version knows
+/// replaced by the job's, so that fields it does not know survive the round trip. `None`
+/// when the job does not encode (a bug): then the original goes back unchanged.
+pub(super) fn merged(raw: &str, job: &Job) -> Option<String> {
+    let mut base: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).unwrap_or_default();
+    let serde_json::Value::Object(new) = serde_json::to_value(job).ok()? else {
+        return None;
+    };
+    base.extend(new);
+    serde_json::to_string(&base).ok()
+}
+
+async fn apply(ctx: &WriterCtx, op: &WriteOp) -> redis::RedisResult<()> {
+    let mut c = ctx.conn.clone();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    match op {
-        WriteOp::Ack(e) => {
-            pipe.cmd("XACK")
-                .arg(&e.stream)
-                .arg(GROUP)
-                .arg(&e.id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&e.stream).arg(&e.id).ignore();
-        }
-        WriteOp::Release(e, job) => {
-            let json = serde_json::to_string(job.as_ref()).unwrap_or_default();
-            let stream = outbox.stream(&job.route, job.priority);
-            if job.not_before_ms > outbox.clock.now_ms() {
+    let entry = match op {
+        WriteOp::Ack(e) => e,
+        WriteOp::Release { entry, job, raw } => {
+            let json = match merged(raw, job) {
+                Some(json) => json,
+                None => {
+                    tracing::error!(message = %job.message_id,
+                        "outbox: job not encodable; released unchanged");
+                    raw.clone()
+                }
+            };
+            let stream = ctx.keys.outbox_stream(&job.route, job.priority);
+            if job.not_before_ms > ctx.clock.now_ms() {
                 // An SMS job in the member form every version reads (move_due.lua); other
                 // kinds name their version and kind, so the entry written keeps them.
                 let member = match job.kind() {
@@ -71,7 +115,7 @@ async fn apply(outbox: &RedisOutbox, op: &WriteOp) -> redis::RedisResult<()> {
                     kind => format!("{stream}\n{JOB_VERSION}\n{kind}\n{json}"),
                 };
                 pipe.cmd("ZADD")
-                    .arg(outbox.keys.outbox_delay())
+                    .arg(ctx.keys.outbox_delay())
                     .arg(job.not_before_ms)
                     .arg(member)
                     .ignore();
@@ -87,13 +131,40 @@ async fn apply(outbox: &RedisOutbox, op: &WriteOp) -> redis::RedisResult<()> {
                     .arg(json)
                     .ignore();
             }
-            pipe.cmd("XACK")
-                .arg(&e.stream)
-                .arg(GROUP)
-                .arg(&e.id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&e.stream).arg(&e.id).ignore();
+            entry
         }
-    }
+    };
+    pipe.cmd("XACK")
+        .arg(&entry.stream)
+        .arg(GROUP)
+        .arg(&entry.id)
+        .ignore();
+    pipe.cmd("XDEL").arg(&entry.stream).arg(&entry.id).ignore();
     pipe.query_async(&mut c).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Body, Priority};
+
+    #[test]
+    fn a_release_keeps_fields_this_version_does_not_know() {
+        let job = Job::new(
+            "msg_a".into(),
+            crate::phone::Phone::from_e164_unchecked("+85366123456".into()),
+            Body::Text { text: "hi".into() },
+            9,
+            Priority::Notification,
+            String::new(),
+        );
+        let mut raw = serde_json::to_value(&job).unwrap();
+        raw["future_field"] = serde_json::json!({"x": 1});
+        let mut retried = job.clone();
+        retried.attempts = 3;
+        let out: serde_json::Value =
+            serde_json::from_str(&merged(&raw.to_string(), &retried).unwrap()).unwrap();
+        assert_eq!(out["future_field"]["x"], 1);
+        assert_eq!(out["attempts"], 3);
+    }
 }

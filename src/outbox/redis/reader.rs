@@ -1,0 +1,543 @@
+//! A consumer's two tasks: the reader (`XREADGROUP` into the buffer, within its budget) and
+//! the heartbeat (touch what it holds, move due retries, take over abandoned entries, remove
+//! dead consumers), each on its own schedule so that neither waits for the other or for the
+//! session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::FromRedisValue;
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+
+use super::{CLAIM_IDLE, EntryRef, GROUP, HEARTBEAT, Held, REAP_IDLE, RedisOutbox, Slot, WriteOp};
+use crate::outbox::stale::Verdict;
+use crate::outbox::{Body, Envelope, JOB_KINDS, JOB_VERSION, Priority, Routing};
+use crate::store::connect;
+use crate::store::verifications::Status;
+
+/// How often a heartbeat also removes dead consumers.
+const REAP_EVERY: u32 = 20;
+
+pub(super) struct Reader {
+    pub(super) outbox: Arc<RedisOutbox>,
+    pub(super) name: String,
+    pub(super) streams: Vec<String>,
+    pub(super) smsc: String,
+    pub(super) routing: Arc<Routing>,
+    pub(super) slot: Arc<Slot>,
+}
+
+/// One entry as read: stream, id and the fields `v`, `k`, `j`.
+struct Raw {
+    stream: String,
+    id: String,
+    v: Option<String>,
+    k: Option<String>,
+    j: Option<String>,
+}
+
+async fn ensure_groups(
+    c: &mut MultiplexedConnection,
+    streams: &[String],
+) -> redis::RedisResult<()> {
+    for s in streams {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(s)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(c)
+            .await;
+        if let Err(e) = r
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_or_stop(stop: &tokio_util::sync::CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+pub(super) async fn run_reader(r: Arc<Reader>) {
+    let stop = r.slot.stop.clone();
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Duration::from_millis(250);
+    // First our own pending entries (a read whose reply was lost), from these ids on; then
+    // new ones.
+    let mut own_pending: Option<Vec<String>> = Some(vec!["0".to_owned(); r.streams.len()]);
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match connect::dedicated(&r.outbox.client).await {
+                Ok(mut c) => match ensure_groups(&mut c, &r.streams).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(250);
+                        conn.insert(c)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox: cannot create consumer group");
+                        sleep_or_stop(&stop, backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: Redis unreachable; retrying");
+                    sleep_or_stop(&stop, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        // Room in the buffer, waiting (without reading) while there is none.
+        let room = {
+            let woken = r.slot.room.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let room = r.slot.budget.saturating_sub(r.slot.lock().buffered());
+            if room == 0 {
+                tokio::select! {
+                    _ = woken => {}
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            room
+        };
+        // Stopping closes the connection even mid-`XREADGROUP … BLOCK`: a read left blocked
+        // would take the next entry for a consumer that is gone (until `CLAIM_IDLE`).
+        let result = tokio::select! {
+            res = read_once(&r, c, room, &mut own_pending) => res,
+            _ = stop.cancelled() => return,
+        };
+        if let Err(e) = result {
+            if e.code() == Some("NOGROUP") {
+                // Redis lost the streams (restarted without persistence): recreate.
+                if let Some(c) = conn.as_mut() {
+                    let _ = ensure_groups(c, &r.streams).await;
+                }
+            } else {
+                tracing::warn!(error = %e, "outbox: read failed; reconnecting");
+                conn = None;
+                own_pending = Some(vec!["0".to_owned(); r.streams.len()]);
+                sleep_or_stop(&stop, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One `XREADGROUP` over every stream, reading at most about `room` entries in all (the
+/// count is per stream, so it is divided among them; at least one each).
+async fn read_once(
+    r: &Reader,
+    c: &mut MultiplexedConnection,
+    room: usize,
+    own_pending: &mut Option<Vec<String>>,
+) -> redis::RedisResult<()> {
+    let per_stream = (room / r.streams.len().max(1)).max(1);
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(&r.name)
+        .arg("COUNT")
+        .arg(per_stream);
+    if own_pending.is_none() {
+        cmd.arg("BLOCK").arg(1000);
+    }
+    cmd.arg("STREAMS");
+    for s in &r.streams {
+        cmd.arg(s);
+    }
+    match own_pending {
+        Some(from) => {
+            for f in from.iter() {
+                cmd.arg(f);
+            }
+        }
+        None => {
+            for _ in &r.streams {
+                cmd.arg(">");
+            }
+        }
+    }
+    let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
+    let mut entries = Vec::new();
+    let mut last: HashMap<String, String> = HashMap::new();
+    for k in reply.map(|rep| rep.keys).unwrap_or_default() {
+        for id in k.ids {
+            last.insert(k.key.clone(), id.id.clone());
+            let field = |f: &str| {
+                id.map
+                    .get(f)
+                    .and_then(|v| String::from_redis_value(v.clone()).ok())
+            };
+            entries.push(Raw {
+                stream: k.key.clone(),
+                v: field("v"),
+                k: field("k"),
+                j: field("j"),
+                id: id.id.clone(),
+            });
+        }
+    }
+    if let Some(from) = own_pending {
+        // Page on through our own pending entries; done once a page comes back empty.
+        for (s, f) in r.streams.iter().zip(from.iter_mut()) {
+            if let Some(id) = last.get(s) {
+                *f = id.clone();
+            }
+        }
+        if entries.is_empty() {
+            *own_pending = None;
+        }
+    }
+    admit(r, entries).await;
+    Ok(())
+}
+
+/// Buffers entries for the session (code SMS first); re-queues those this SMSC must not take;
+/// leaves entries of a newer version pending; settles stale code SMS.
+async fn admit(r: &Reader, entries: Vec<Raw>) {
+    let outbox = &r.outbox;
+    let mut jobs = Vec::with_capacity(entries.len());
+    for raw in entries {
+        let e = EntryRef {
+            stream: raw.stream,
+            id: raw.id,
+        };
+        if r.slot.lock().held.contains_key(&e) || outbox.is_settling(&e) {
+            // Already ours (read again from our own pending entries), or settled with the
+            // acknowledgement not yet written (claimed back by ourselves after an outage).
+            continue;
+        }
+        let mut job = match Envelope::open(raw.v.as_deref(), raw.k.as_deref(), raw.j.as_deref()) {
+            Envelope::Job(job) => *job,
+            Envelope::Unknown { .. } => {
+                outbox.foreign(
+                    e,
+                    raw.v.as_deref().unwrap_or("1"),
+                    raw.k.as_deref().unwrap_or(""),
+                );
+                continue;
+            }
+            Envelope::Corrupt(err) => {
+                tracing::error!(stream = %e.stream, entry = %e.id, error = %err,
+                    "outbox: undecodable entry dropped");
+                outbox.write(WriteOp::Ack(e));
+                continue;
+            }
+        };
+        job.receipt = Some(format!("{}\n{}", e.stream, e.id));
+        jobs.push((e, job, raw.j.unwrap_or_default()));
+    }
+    let jobs = drop_stale(r, jobs).await;
+    buffer(r, jobs);
+}
+
+/// Settles the code SMS whose verification is no longer pending (see [`crate::outbox::stale`]):
+/// one pipeline of `HMGET`s for the batch.
+async fn drop_stale(
+    r: &Reader,
+    jobs: Vec<(EntryRef, crate::outbox::Job, String)>,
+) -> Vec<(EntryRef, crate::outbox::Job, String)> {
+    let outbox = &r.outbox;
+    let Some(check) = outbox.stale.get() else {
+        return jobs;
+    };
+    let codes: Vec<(usize, Option<String>)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, job, _))| match &job.body {
+            // A phone change's code is checked like a verification's: its hash carries the
+            // same challenge fields.
+            Body::Code {
+                verification_id, ..
+            } if verification_id.starts_with("pc_") => {
+                Some((i, outbox.keys.phone_change(verification_id)))
+            }
+            Body::Code {
+                verification_id, ..
+            } => Some((i, outbox.keys.verification(verification_id))),
+            Body::Text { .. } | Body::Activation(_) | Body::PhoneChanged { .. } => None,
+        })
+        .collect();
+    if codes.is_empty() {
+        return jobs;
+    }
+    let mut pipe = redis::pipe();
+    for (_, key) in &codes {
+        // The verification hash's status (`s`) and expiry (`ea`), as the store writes them.
+        pipe.cmd("HMGET")
+            .arg(key.as_deref().unwrap_or("-"))
+            .arg("s")
+            .arg("ea");
+    }
+    let mut c = outbox.conn.clone();
+    let stored: Vec<(Option<String>, Option<i64>)> = match pipe.query_async(&mut c).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Sent rather than lost: an outage must not cost codes.
+            tracing::warn!(error = %e, "outbox: verification status unreadable; code SMS sent");
+            return jobs;
+        }
+    };
+    let now_ms = outbox.clock.now_ms();
+    let mut stale = vec![Verdict::Send; jobs.len()];
+    for ((i, _), (status, expires)) in codes.iter().zip(stored) {
+        let found = match (status.as_deref().and_then(Status::parse), expires) {
+            (Some(s), Some(ea)) => Some((s, ea)),
+            _ => None,
+        };
+        stale[*i] = Verdict::of(found, now_ms);
+    }
+    let mut keep = Vec::with_capacity(jobs.len());
+    for ((e, job, raw), verdict) in jobs.into_iter().zip(stale) {
+        if verdict == Verdict::Send {
+            keep.push((e, job, raw));
+            continue;
+        }
+        outbox.write(WriteOp::Ack(e));
+        let check = check.clone();
+        tokio::spawn(async move { check.mark(&job, verdict).await });
+    }
+    keep
+}
+
+fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
+    let outbox = &r.outbox;
+    let mut any = false;
+    for (e, mut job, raw_j) in jobs {
+        let refuse = job.exclude.as_deref() == Some(r.smsc.as_str())
+            || (job.avoid.as_deref() == Some(r.smsc.as_str())
+                && r.routing.other_bound(&job.route, &r.smsc));
+        let mut st = r.slot.lock();
+        if st.held.contains_key(&e) {
+            continue;
+        }
+        if st.closed || refuse {
+            drop(st);
+            if refuse {
+                // For another SMSC, a little later so it does not bounce here.
+                job.not_before_ms = outbox.clock.now_ms() + 200;
+            }
+            outbox.write(WriteOp::Release {
+                entry: e,
+                job: Box::new(job),
+                raw: raw_j,
+            });
+            continue;
+        }
+        st.held.insert(
+            e,
+            Held {
+                raw: raw_j,
+                lost: false,
+            },
+        );
+        if job.priority == Priority::Code {
+            st.code.push_back(job);
+        } else {
+            st.rest.push_back(job);
+        }
+        any = true;
+    }
+    if any {
+        r.slot.ready.notify_waiters();
+    }
+}
+
+/// The heartbeat: its own timer, on the shared connection (nothing here blocks).
+pub(super) async fn run_heartbeat(r: Arc<Reader>) {
+    let stop = r.slot.stop.clone();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cursors: Vec<String> = vec!["-".to_owned(); r.streams.len()];
+    let mut beats: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        beats = beats.wrapping_add(1);
+        let reap = beats % REAP_EVERY == 1;
+        let result = tokio::select! {
+            res = heartbeat(&r, &mut cursors, reap) => res,
+            _ = stop.cancelled() => return,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "outbox: heartbeat failed");
+        }
+    }
+}
+
+async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::RedisResult<()> {
+    let outbox = &r.outbox;
+    let mut c = outbox.conn.clone();
+    touch(r, &mut c).await?;
+    move_due(outbox, &mut c).await?;
+    let kinds = JOB_KINDS.join(",");
+    for (s, cursor) in r.streams.iter().zip(cursors.iter_mut()) {
+        let room = r.slot.budget.saturating_sub(r.slot.lock().buffered());
+        if room == 0 {
+            break;
+        }
+        let (next, claimed, foreign): (String, Vec<Vec<String>>, Vec<Vec<String>>) = outbox
+            .claim
+            .key(s)
+            .arg(GROUP)
+            .arg(&r.name)
+            .arg(CLAIM_IDLE.as_millis() as u64)
+            .arg(cursor.as_str())
+            .arg(room)
+            .arg(JOB_VERSION)
+            .arg(&kinds)
+            .invoke_async(&mut c)
+            .await?;
+        *cursor = next;
+        for f in foreign {
+            if let [id, v, k] = f.as_slice() {
+                let e = EntryRef {
+                    stream: s.clone(),
+                    id: id.clone(),
+                };
+                outbox.foreign(e, v, k);
+            }
+        }
+        if !claimed.is_empty() {
+            tracing::info!(
+                claimed = claimed.len(),
+                "outbox: took over messages of a silent consumer"
+            );
+            let entries = claimed
+                .into_iter()
+                .filter_map(|e| match <[String; 4]>::try_from(e) {
+                    Ok([id, v, k, j]) => Some(Raw {
+                        stream: s.clone(),
+                        id,
+                        v: Some(v),
+                        k: Some(k),
+                        j: Some(j),
+                    }),
+                    Err(_) => None,
+                })
+                .collect();
+            admit(r, entries).await;
+        }
+    }
+    if reap {
+        for s in &r.streams {
+            let n: i64 = outbox
+                .reap
+                .key(s)
+                .arg(GROUP)
+                .arg(REAP_IDLE.as_millis() as u64)
+                .invoke_async(&mut c)
+                .await?;
+            if n > 0 {
+                tracing::info!(
+                    removed = n,
+                    "outbox: removed idle consumers that held nothing"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves due retries back to their streams (any instance may; each moves once).
+async fn move_due(
+    outbox: &RedisOutbox,
+    c: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<()> {
+    let delay = outbox.keys.outbox_delay();
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(&delay)
+        .arg("-inf")
+        .arg(outbox.clock.now_ms())
+        .arg("LIMIT")
+        .arg(0)
+        .arg(200)
+        .query_async(c)
+        .await?;
+    for m in due {
+        let Some((stream, _)) = m.split_once('\n') else {
+            // Not a member any version writes: drop it rather than retry it for ever.
+            tracing::error!("outbox: malformed delayed entry dropped");
+            let _: i64 = redis::cmd("ZREM")
+                .arg(&delay)
+                .arg(&m)
+                .query_async(c)
+                .await?;
+            continue;
+        };
+        let _: i64 = outbox
+            .move_due
+            .key(&delay)
+            .key(stream)
+            .arg(&m)
+            .invoke_async(c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Touches every entry this consumer holds; marks those it no longer owns as lost.
+async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
+    for (e, h) in r.slot.lock().held.iter() {
+        if !h.lost {
+            by_stream
+                .entry(e.stream.clone())
+                .or_default()
+                .push(e.id.clone());
+        }
+    }
+    for (s, ids) in by_stream {
+        let lost: Vec<String> = r
+            .outbox
+            .touch
+            .key(&s)
+            .arg(GROUP)
+            .arg(&r.name)
+            .arg(&ids)
+            .invoke_async(c)
+            .await?;
+        if lost.is_empty() {
+            continue;
+        }
+        let mut st = r.slot.lock();
+        let mut n = 0u64;
+        for id in lost {
+            let e = EntryRef {
+                stream: s.clone(),
+                id,
+            };
+            // Settled meanwhile (acked by us): not lost, just gone.
+            if let Some(h) = st.held.get_mut(&e) {
+                h.lost = true;
+                n += 1;
+            }
+        }
+        drop(st);
+        if n > 0 {
+            metrics::counter!("otpgate_outbox_lost_total").increment(n);
+            tracing::warn!(lost = n, stream = %s,
+                "outbox: messages taken over by another consumer (this one was silent too long)");
+        }
+    }
+    Ok(())
+}
