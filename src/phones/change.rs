@@ -254,10 +254,14 @@ impl AccountPhones {
             (None, ChangeState::CodeSent) => return Err(Error::NotVerified),
             (None, ChangeState::Completed | ChangeState::Refused) => return Err(Error::NotFound),
         }
+        let asked = std::time::Instant::now();
         let verdict = self
             .checker
             .check(&pc.new_phone, &pc.identity, now_ms)
             .await;
+        // The carrier may take seconds: the settle is judged at the time it happens (a change
+        // cannot complete after its `expires_at`).
+        let now_ms = now_ms + i64::try_from(asked.elapsed().as_millis()).unwrap_or(i64::MAX / 2);
         let masked = pc.new_phone.masked();
         let event = |kind| {
             AccountEvent::new(kind, client, now_ms)

@@ -93,7 +93,11 @@ impl AccountPhones {
             .get(client, &req.verification_id)
             .await?
             .ok_or(Error::NotUsable)?;
-        if v.purpose != Purpose::Registration || v.status_at(now_ms) != Status::Approved {
+        // A registration made for one account cannot bind a phone to another.
+        if v.purpose != Purpose::Registration
+            || v.status_at(now_ms) != Status::Approved
+            || v.account_id.as_deref().is_some_and(|a| a != account)
+        {
             return Err(Error::NotUsable);
         }
         let level = match &req.identity {

@@ -165,7 +165,17 @@ impl Camara {
                 renew = true;
                 continue;
             }
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let body: Value = match resp.json().await {
+                Ok(b) => b,
+                // A success whose body is cut off or is not JSON says nothing about the
+                // subscriber: the carrier is unavailable, never a mismatch (nor a match).
+                Err(e) if (200..300).contains(&status) => {
+                    observe(api, "unavailable", started);
+                    tracing::warn!(api, %correlator, error = %e, "carrier answer unreadable");
+                    return Err(unavailable(api, &e));
+                }
+                Err(_) => Value::Null,
+            };
             let code = body["code"].as_str().unwrap_or("").to_owned();
             let outcome = match status {
                 200..=299 => "ok",
@@ -278,9 +288,7 @@ impl Provider for Camara {
                 .await?;
             match (r.status, r.code.as_str()) {
                 (200, _) => Ok(read_match(&r.body, identity, self.name_score_threshold)),
-                (404, "IDENTIFIER_NOT_FOUND") | (422, "SERVICE_NOT_APPLICABLE") => {
-                    Ok(KycAnswer::no_subscriber(identity))
-                }
+                (404, "IDENTIFIER_NOT_FOUND") => Ok(KycAnswer::no_subscriber(identity)),
                 (403, "KNOW_YOUR_CUSTOMER.ID_DOCUMENT_MISMATCH") => Ok(KycAnswer {
                     fields: identity
                         .given()

@@ -76,6 +76,14 @@ impl SubscriberConfig {
                 );
             }
         }
+        if self.provider != SubscriberProvider::None && self.require.is_empty() {
+            // Nothing required would let any carrier answer (even "not_available" for every
+            // field) complete a number change.
+            issues.error(
+                format!("{at}.require"),
+                "must name at least one identity field (id_document, name, birthdate, …)",
+            );
+        }
         if self.name_score_threshold > 100 {
             issues.error(format!("{at}.name_score_threshold"), "must be 0..=100");
         }

@@ -86,6 +86,8 @@ pub enum Kyc {
     Error(u16, &'static str),
     /// Answers only after this long.
     Slow(Duration, Value),
+    /// 200 with a body cut off in the middle (not JSON).
+    Garbled,
 }
 
 #[derive(Default)]
@@ -374,6 +376,14 @@ async fn kyc_match(
         Some(Kyc::Slow(d, a)) => {
             tokio::time::sleep(d).await;
             a
+        }
+        Some(Kyc::Garbled) => {
+            return (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                r#"{"idDocumentMatch": "tr"#,
+            )
+                .into_response();
         }
     };
     // Only the fields that were asked about are answered (the spec's rule).

@@ -231,6 +231,9 @@ async fn outages_and_timeouts_are_unavailable_then_recover() {
     s.carrier
         .set_kyc(PHONE, Kyc::Slow(Duration::from_secs(2), all_true()));
     assert!(matches!(check(&s).await, Err(Error::Unavailable { .. })));
+    // A success whose body is cut off says nothing: unavailable, not a mismatch.
+    s.carrier.set_kyc(PHONE, Kyc::Garbled);
+    assert!(matches!(check(&s).await, Err(Error::Unavailable { .. })));
     // The carrier recovers: the same check passes.
     s.carrier.set_kyc(PHONE, Kyc::Answer(all_true()));
     assert!(matches!(check(&s).await, Ok(Verdict::Match { .. })));
