@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::{Engine, status_of_stat};
 use crate::outbox::{Body, Job, Priority};
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
-use crate::store::{DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status};
+use crate::store::{
+    DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, Status,
+};
 
 /// Why a message is `submitted` with nothing more to come.
 const NO_RECEIPT_ID: &str = "the SMSC gave no message id: no receipt can be matched";
@@ -19,6 +21,14 @@ pub(super) enum Step {
         message_id: String,
         smsc: Arc<str>,
         ids: Vec<String>,
+    },
+    /// A receipt kept while its SMSC's `receipt_ids` rule was unknown (already answered), to
+    /// match again under the rule just learned.
+    Replay {
+        smsc: Arc<str>,
+        rule: ReceiptIds,
+        smsc_id: String,
+        stat: String,
     },
     /// A final receipt matched to its message (the correlation is taken: only this step knows
     /// it any more), to record; its SMSC is answered after.
@@ -42,6 +52,12 @@ impl Engine {
                 smsc,
                 ids,
             } => self.correlate(message_id, smsc, ids, acks).await,
+            Step::Replay {
+                smsc,
+                rule,
+                smsc_id,
+                stat,
+            } => self.replay(smsc, rule, smsc_id, stat, acks).await,
             Step::Final {
                 smsc,
                 message_id,
@@ -172,6 +188,7 @@ impl Engine {
             smsc,
             smsc_message_id,
             stat,
+            receipt_ids,
             ack,
         } = ev
         else {
@@ -192,9 +209,10 @@ impl Engine {
             .tracker
             .store
             .messages
-            .match_receipt(&smsc, &smsc_message_id, &stat, now_ms)
+            .match_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, now_ms)
             .await;
         self.mark(matched.is_ok());
+        let matched = matched.map(|m| self.learned(&smsc, m));
         match matched {
             Err(e) => {
                 // Not kept: the SMSC must send it again.
@@ -204,15 +222,92 @@ impl Engine {
                 ack.answer_into(ESME_RX_T_APPN, acks);
                 Vec::new()
             }
-            Ok(None) => {
+            Ok((None, replays)) => {
                 tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
                 ack.answer_into(0, acks);
-                Vec::new()
+                self.apply_all(replays, acks).await
             }
-            Ok(Some((message_id, parts))) => {
-                self.final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
+            Ok((Some((message_id, parts)), mut replays)) => {
+                let mut left = self
+                    .final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
+                    .await;
+                if left.is_empty() {
+                    left = self.apply_all(replays, acks).await;
+                } else {
+                    left.append(&mut replays);
+                }
+                left
+            }
+        }
+    }
+
+    /// A match, and the receipts to match again when it fixed the SMSC's rule.
+    fn learned(&self, smsc: &Arc<str>, m: ReceiptMatch) -> (Option<(String, u32)>, Vec<Step>) {
+        let replays = match m.learned {
+            None => Vec::new(),
+            Some((rule, pool)) => {
+                tracing::info!(smsc = %smsc, rule = rule.letter(), kept = pool.len(), "receipt_ids learned for this SMSC");
+                pool.into_iter()
+                    .map(|(smsc_id, stat)| Step::Replay {
+                        smsc: smsc.clone(),
+                        rule,
+                        smsc_id,
+                        stat,
+                    })
+                    .collect()
+            }
+        };
+        (m.message, replays)
+    }
+
+    /// Applies steps in order; returns the first that the store could not take and the rest.
+    async fn apply_all(&self, steps: Vec<Step>, acks: &mut AckBatch) -> Vec<Step> {
+        let mut left = Vec::new();
+        for step in steps {
+            if left.is_empty() {
+                left = Box::pin(self.apply(step, acks)).await;
+            } else {
+                left.push(step);
+            }
+        }
+        left
+    }
+
+    /// A receipt kept while the rule was unknown, matched again under it.
+    async fn replay(
+        &self,
+        smsc: Arc<str>,
+        rule: ReceiptIds,
+        smsc_id: String,
+        stat: String,
+        acks: &mut AckBatch,
+    ) -> Vec<Step> {
+        let now_ms = self.tracker.clock.now_ms();
+        let matched = self
+            .tracker
+            .store
+            .messages
+            .match_receipt(&smsc, rule, &smsc_id, &stat, now_ms)
+            .await;
+        self.mark(matched.is_ok());
+        match matched {
+            Err(e) => {
+                tracing::debug!(error = %e, "kept receipt not matched again; parked");
+                vec![Step::Replay {
+                    smsc,
+                    rule,
+                    smsc_id,
+                    stat,
+                }]
+            }
+            Ok(ReceiptMatch {
+                message: Some((message_id, parts)),
+                ..
+            }) => {
+                self.final_receipt(smsc, message_id, parts, stat, None, acks)
                     .await
             }
+            Ok(ReceiptMatch { message: None, .. }) => Vec::new(),
         }
     }
 

@@ -7,7 +7,9 @@
 //! | `s:{tag}:<hex>` | string | the subject index: latest verification id of (client, purpose, account or phone), a keyed hash so no key names a number | `create.lua` |
 //! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, a `HSET` pipeline |
 //! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
-//! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
+//! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation, by canonical id | `correlate.lua`, `match_receipt.lua` |
+//! | `ri:{smsc-<name>}` | hash | the SMSC's learned receipt-id rule (`r`) and votes (`v:s`, `v:h`, `v:d`) | `correlate.lua`, `match_receipt.lua` |
+//! | `rp:{smsc-<name>}` | hash | receipts kept while the rule is unknown: receipt id → stat | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `move_due.lua` |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `ob:{ob}:delay` | sorted set | retries waiting for their time, "stream\njob" by due time | `ZADD`, `move_due.lua` |
@@ -60,6 +62,16 @@ impl Keys {
     /// A receipt kept until its correlation is known.
     pub fn orphan_receipt(&self, smsc: &str, form: &str) -> String {
         format!("{}o:{{smsc-{smsc}}}:{form}", self.prefix)
+    }
+
+    /// An SMSC's learned receipt-id rule and its votes.
+    pub fn receipt_rule(&self, smsc: &str) -> String {
+        format!("{}ri:{{smsc-{smsc}}}", self.prefix)
+    }
+
+    /// An SMSC's receipts kept while its rule is unknown.
+    pub fn receipt_pool(&self, smsc: &str) -> String {
+        format!("{}rp:{{smsc-{smsc}}}", self.prefix)
     }
 
     /// The outbox stream of a route (`""`: the default route) and priority.

@@ -8,14 +8,14 @@ use std::sync::Mutex;
 
 use super::verifications::CheckRequest;
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, Health,
-    MessageRecord, MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt,
-    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Verification, VerificationStore,
-    smsc_id_forms,
+    BoxFuture, CheckOutcome, Checked, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
+    MessageUpdate, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ReceiptIds, ReceiptMatch,
+    ResendOutcome, Status, Verification, VerificationStore,
 };
 use crate::otp::challenge;
 
 pub mod events;
+pub mod receipts;
 
 const SHARDS: usize = 32;
 
@@ -67,10 +67,8 @@ pub struct MemoryStore {
     /// Subject hash → id of its latest verification.
     subjects: Sharded<(String, i64)>,
     messages: Sharded<StoredMessage>,
-    /// (SMSC, SMSC id) → (message id, parts, expiry).
-    correlations: Sharded<(String, u32, i64)>,
-    /// (SMSC, SMSC id) → (receipt stat, expiry), for receipts that came first.
-    orphans: Sharded<(String, i64)>,
+    /// Receipt correlations, orphans and learned id rules.
+    receipts: receipts::Receipts,
     /// Account histories; operations that record an event lock them after their own entry.
     pub(crate) events: events::MemoryEvents,
 }
@@ -95,10 +93,6 @@ impl StoredMessage {
     }
 }
 
-fn pair_key(smsc: &str, id: &str) -> String {
-    format!("{smsc}\u{1}{id}")
-}
-
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -111,8 +105,7 @@ impl MemoryStore {
             verifications: Sharded::new(),
             subjects: Sharded::new(),
             messages: Sharded::new(),
-            correlations: Sharded::new(),
-            orphans: Sharded::new(),
+            receipts: receipts::Receipts::default(),
             events: events::MemoryEvents::default(),
         }
     }
@@ -123,8 +116,7 @@ impl MemoryStore {
         self.verifications.retain(|v| v.expires_at_ms > cutoff)
             + self.subjects.retain(|(_, exp)| *exp > now_ms)
             + self.messages.retain(|m| m.expires_at_ms > cutoff)
-            + self.correlations.retain(|(_, _, exp)| *exp > now_ms)
-            + self.orphans.retain(|(_, exp)| *exp > now_ms)
+            + self.receipts.sweep(now_ms)
             + {
                 self.events.sweep(now_ms);
                 0
@@ -218,58 +210,6 @@ impl MemoryStore {
         }
         outcome
     }
-
-    fn correlate_parts(
-        &self,
-        smsc: &str,
-        smsc_ids: &[String],
-        message_id: &str,
-        now_ms: i64,
-    ) -> Vec<String> {
-        let mut early = Vec::new();
-        for id in smsc_ids {
-            let Some(norm) = smsc_id_forms(id).into_iter().next() else {
-                continue;
-            };
-            let key = pair_key(smsc, &norm);
-            let orphan = self.orphans.with(&key, |o| o.remove(&key));
-            match orphan {
-                Some((stat, _)) => early.push(stat),
-                None => {
-                    let value = (
-                        message_id.to_owned(),
-                        smsc_ids.len() as u32,
-                        now_ms + CORRELATION_TTL_MS,
-                    );
-                    self.correlations
-                        .with(&key, |c| c.insert(key.clone(), value));
-                }
-            }
-        }
-        early
-    }
-
-    fn find_receipt(
-        &self,
-        smsc: &str,
-        smsc_id: &str,
-        stat: &str,
-        now_ms: i64,
-    ) -> Option<(String, u32)> {
-        let forms = smsc_id_forms(smsc_id);
-        for f in &forms {
-            let key = pair_key(smsc, f);
-            if let Some((m, parts, _)) = self.correlations.with(&key, |c| c.remove(&key)) {
-                return Some((m, parts));
-            }
-        }
-        for f in &forms {
-            let key = pair_key(smsc, f);
-            let value = (stat.to_owned(), now_ms + ORPHAN_RECEIPT_TTL_MS);
-            self.orphans.with(&key, |o| o.insert(key.clone(), value));
-        }
-        None
-    }
 }
 
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, Error>> {
@@ -353,17 +293,21 @@ impl MessageStore for MemoryStore {
         message_id: &'a str,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        ready(self.correlate_parts(smsc, smsc_ids, message_id, now_ms))
+        ready(self.receipts.correlate(smsc, smsc_ids, message_id, now_ms))
     }
 
     fn match_receipt<'a>(
         &'a self,
         smsc: &'a str,
+        rule: ReceiptIds,
         smsc_id: &'a str,
         stat: &'a str,
         now_ms: i64,
-    ) -> BoxFuture<'a, Result<Option<(String, u32)>, Error>> {
-        ready(self.find_receipt(smsc, smsc_id, stat, now_ms))
+    ) -> BoxFuture<'a, Result<ReceiptMatch, Error>> {
+        ready(
+            self.receipts
+                .match_receipt(smsc, rule, smsc_id, stat, now_ms),
+        )
     }
 
     fn record_part<'a>(

@@ -33,8 +33,9 @@ use std::sync::Arc;
 pub use crate::otp::challenge::CheckOutcome;
 pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
-    CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
-    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
+    CORRELATION_TTL_MS, DeliveryStatus, LEARN_VOTES, MessageRecord, MessageStore, MessageUpdate,
+    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, normalize_id,
+    receipt_candidates,
 };
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,

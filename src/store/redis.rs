@@ -9,14 +9,15 @@ use redis::{FromRedisValue, Script, Value};
 use super::keys::Keys;
 use super::verifications::CheckRequest;
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, CheckOutcome, Checked, DeliveryStatus, Error, Health,
-    MessageRecord, MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt,
-    RETENTION_AFTER_EXPIRY_MS, ResendOutcome, Status, Verification, VerificationStore, connect,
-    smsc_id_forms,
+    BoxFuture, CheckOutcome, Checked, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
+    MessageUpdate, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ReceiptIds, ReceiptMatch,
+    ResendOutcome, Status, Verification, VerificationStore, connect,
 };
 use crate::ids;
 use crate::phone::Phone;
 use crate::purpose::Purpose;
+
+mod receipts;
 
 #[derive(Clone)]
 enum Conn {
@@ -405,53 +406,6 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn correlate_parts(
-        &self,
-        smsc: &str,
-        smsc_ids: &[String],
-        message_id: &str,
-    ) -> Result<Vec<String>, Error> {
-        let norms: Vec<String> = smsc_ids
-            .iter()
-            .filter_map(|id| smsc_id_forms(id).into_iter().next())
-            .collect();
-        if norms.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.scripts.correlate.prepare_invoke();
-        for n in &norms {
-            inv.key(self.keys.correlation(smsc, n));
-        }
-        for n in &norms {
-            inv.key(self.keys.orphan_receipt(smsc, n));
-        }
-        inv.arg(format!("{message_id}|{}", smsc_ids.len()))
-            .arg(CORRELATION_TTL_MS);
-        self.run(&mut inv).await
-    }
-
-    async fn find_receipt(
-        &self,
-        smsc: &str,
-        smsc_id: &str,
-        stat: &str,
-    ) -> Result<Option<(String, u32)>, Error> {
-        let forms = smsc_id_forms(smsc_id);
-        let mut inv = self.scripts.match_receipt.prepare_invoke();
-        for f in &forms {
-            inv.key(self.keys.correlation(smsc, f));
-        }
-        for f in &forms {
-            inv.key(self.keys.orphan_receipt(smsc, f));
-        }
-        inv.arg(stat).arg(ORPHAN_RECEIPT_TTL_MS);
-        let found: Option<String> = self.run(&mut inv).await?;
-        Ok(found.and_then(|v| {
-            let (m, parts) = v.rsplit_once('|')?;
-            Some((m.to_owned(), parts.parse().ok()?))
-        }))
-    }
-
     async fn apply_part(&self, message_id: &str, part: &PartReceipt) -> Result<PartOutcome, Error> {
         let Some(key) = self.keys.message(message_id) else {
             return Ok(PartOutcome::Pending);
@@ -547,11 +501,12 @@ impl MessageStore for RedisStore {
     fn match_receipt<'a>(
         &'a self,
         smsc: &'a str,
+        rule: ReceiptIds,
         smsc_id: &'a str,
         stat: &'a str,
         _now_ms: i64,
-    ) -> BoxFuture<'a, Result<Option<(String, u32)>, Error>> {
-        Box::pin(self.find_receipt(smsc, smsc_id, stat))
+    ) -> BoxFuture<'a, Result<ReceiptMatch, Error>> {
+        Box::pin(self.find_receipt(smsc, rule, smsc_id, stat))
     }
     fn record_part<'a>(
         &'a self,
