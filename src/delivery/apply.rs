@@ -165,22 +165,26 @@ impl Engine {
                 }];
             }
         };
-        let mut left = Vec::new();
-        for stat in early {
-            let step = Step::Final {
+        let (_, replays) = self.learned(
+            &smsc,
+            ReceiptMatch {
+                message: None,
+                learned: early.learned,
+            },
+        );
+        let steps: Vec<Step> = early
+            .early
+            .into_iter()
+            .map(|stat| Step::Final {
                 smsc: smsc.clone(),
                 message_id: message_id.clone(),
                 parts: ids.len() as u32,
                 stat,
                 ack: None,
-            };
-            if left.is_empty() {
-                left = Box::pin(self.apply(step, acks)).await;
-            } else {
-                left.push(step);
-            }
-        }
-        left
+            })
+            .chain(replays)
+            .collect();
+        self.apply_all(steps, acks).await
     }
 
     async fn receipt(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {

@@ -292,7 +292,7 @@ impl MessageStore for MemoryStore {
         smsc_ids: &'a [String],
         message_id: &'a str,
         now_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+    ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
         ready(self.receipts.correlate(smsc, smsc_ids, message_id, now_ms))
     }
 

@@ -231,15 +231,41 @@ pub fn receipt_candidates(receipt_id: &str) -> Vec<(String, Vec<ReceiptIds>)> {
     out
 }
 
+/// The forms a receipt may write the id whose canonical form is `canonical` in, while the rule
+/// is not known, each with the rules that give it.
+pub fn receipt_forms(canonical: &str) -> Vec<(String, Vec<ReceiptIds>)> {
+    let mut out: Vec<(String, Vec<ReceiptIds>)> = Vec::new();
+    for rule in ReceiptIds::EXPLICIT {
+        if let Some(form) = rule.receipt_form_of(canonical) {
+            match out.iter_mut().find(|(f, _)| *f == form) {
+                Some((_, rules)) => rules.push(rule),
+                None => out.push((form, vec![rule])),
+            }
+        }
+    }
+    out
+}
+
+/// A rule just learned, with the receipts kept while it was unknown: (receipt id, stat), to
+/// match again under it.
+pub type Learned = Option<(ReceiptIds, Vec<(String, String)>)>;
+
+/// What [`MessageStore::correlate`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Correlated {
+    /// The stats of receipts that came before (their correlation is not stored).
+    pub early: Vec<String>,
+    pub learned: Learned,
+}
+
 /// What [`MessageStore::match_receipt`] found for a receipt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceiptMatch {
     /// Its message and the message's number of parts; `None`: the receipt is kept (before its
     /// correlation, or until the SMSC's rule is known).
     pub message: Option<(String, u32)>,
-    /// This receipt fixed the SMSC's rule: the receipts kept while it was unknown, (receipt id,
-    /// stat), to match again under it.
-    pub learned: Option<(ReceiptIds, Vec<(String, String)>)>,
+    /// This receipt fixed the SMSC's rule.
+    pub learned: Learned,
 }
 
 /// The message aggregate's storage: records, status changes, receipt correlation.
@@ -262,14 +288,16 @@ pub trait MessageStore: Send + Sync {
 
     /// Records that `smsc` gave these ids to the parts of `message_id` (under their canonical
     /// form, [`normalize_id`]); returns the receipt stats (`DELIVRD`, …) that arrived for them
-    /// before this was known. Atomic with [`MessageStore::match_receipt`].
+    /// before this was known. While an `auto` SMSC's rule is unknown, a kept receipt is taken
+    /// when it is the only one that fits, and counts toward learning the rule when one rule
+    /// only gives its form. Atomic with [`MessageStore::match_receipt`].
     fn correlate<'a>(
         &'a self,
         smsc: &'a str,
         smsc_ids: &'a [String],
         message_id: &'a str,
         now_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, Error>>;
+    ) -> BoxFuture<'a, Result<Correlated, Error>>;
 
     /// The message (and its number of parts) a receipt of `smsc` is for, under `rule` (for
     /// [`ReceiptIds::Auto`]: the rule learned for `smsc`, learning it when this receipt matches

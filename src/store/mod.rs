@@ -33,9 +33,9 @@ use std::sync::Arc;
 pub use crate::otp::challenge::CheckOutcome;
 pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
-    CORRELATION_TTL_MS, DeliveryStatus, LEARN_VOTES, MessageRecord, MessageStore, MessageUpdate,
-    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, normalize_id,
-    receipt_candidates,
+    CORRELATION_TTL_MS, Correlated, DeliveryStatus, LEARN_VOTES, Learned, MessageRecord,
+    MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds,
+    ReceiptMatch, normalize_id, receipt_candidates, receipt_forms,
 };
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,

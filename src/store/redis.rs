@@ -60,8 +60,8 @@ impl RedisStore {
                 check: Script::new(include_str!("lua/check.lua")),
                 resend: Script::new(include_str!("lua/resend.lua")),
                 update_message: Script::new(include_str!("lua/update_message.lua")),
-                correlate: Script::new(include_str!("lua/correlate.lua")),
-                match_receipt: Script::new(include_str!("lua/match_receipt.lua")),
+                correlate: receipts::script(include_str!("lua/correlate.lua")),
+                match_receipt: receipts::script(include_str!("lua/match_receipt.lua")),
                 record_part: Script::new(include_str!("lua/record_part.lua")),
                 append_event: with_events(include_str!("lua/append_event.lua")),
             }),
@@ -495,7 +495,7 @@ impl MessageStore for RedisStore {
         smsc_ids: &'a [String],
         message_id: &'a str,
         _now_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+    ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
         Box::pin(self.correlate_parts(smsc, smsc_ids, message_id))
     }
     fn match_receipt<'a>(

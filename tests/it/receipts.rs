@@ -81,6 +81,23 @@ both_stores! {
         }
     }
 
+    async fn auto_learns_the_rule_when_receipts_come_first(b: Backend) {
+        // Receipts before their submit_sm_resp: kept until the correlation (the only kept
+        // receipt that fits is taken and votes), then kept under the canonical id once learned.
+        let sim = start_sim().await;
+        sim.set_next_message_id(4000);
+        sim.update(|b| {
+            b.id_format = IdFormat::Decimal;
+            b.receipt_id_format = IdFormat::Hex;
+            b.receipt_before_resp = true;
+        });
+        let d = TestDaemon::start_with(b, sim, "", |_| {}).await;
+        for i in 0..8 {
+            code_is_delivered(&d, &format!("+8536628000{i}")).await;
+        }
+        d.stop().await;
+    }
+
     async fn ambiguous_ids_under_load_settle_each_message_by_its_own_receipt(b: Backend) {
         for setting in ["auto", "hex_in_receipt"] {
             ambiguous_ids(b, setting).await;

@@ -32,17 +32,7 @@ if #found ~= 1 then
 end
 local i = found[1]
 local v = redis.call('GETDEL', KEYS[2 + i])
-local rules = ARGV[5 + i]
-if #rules == 1 then
-  local votes = redis.call('HINCRBY', KEYS[1], 'v:' .. rules, 1)
-  if votes >= tonumber(ARGV[5]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'r', rules)
-    local out = {'m', v, rules}
-    local pool = redis.call('HGETALL', KEYS[2])
-    for j = 1, #pool do table.insert(out, pool[j]) end
-    redis.call('DEL', KEYS[2])
-    return out
-  end
-end
-return {'m', v}
+local out = {'m', v}
+local got = receipt_vote(KEYS[1], KEYS[2], ARGV[5 + i], ARGV[5])
+if got then for _, x in ipairs(got) do table.insert(out, x) end end
+return out

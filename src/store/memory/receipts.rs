@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::store::{
-    CORRELATION_TTL_MS, LEARN_VOTES, ORPHAN_RECEIPT_TTL_MS, ReceiptIds, ReceiptMatch, normalize_id,
-    receipt_candidates,
+    CORRELATION_TTL_MS, Correlated, LEARN_VOTES, Learned, ORPHAN_RECEIPT_TTL_MS, ReceiptIds,
+    ReceiptMatch, normalize_id, receipt_candidates, receipt_forms,
 };
 
 #[derive(Default)]
@@ -28,6 +28,28 @@ struct SmscReceipts {
     orphans: HashMap<String, (String, i64)>,
     /// Normalised receipt id → (stat, expiry): receipts kept while the rule is unknown.
     pool: HashMap<String, (String, i64)>,
+}
+
+impl SmscReceipts {
+    /// One more receipt matched one message under `rules`: a vote when that is one rule.
+    fn vote(&mut self, rules: &[ReceiptIds]) -> Learned {
+        let [r] = rules else {
+            return None;
+        };
+        let votes = self.votes.entry(r.letter()).or_default();
+        *votes += 1;
+        if *votes < LEARN_VOTES {
+            return None;
+        }
+        self.rule = Some(*r);
+        self.votes.clear();
+        let pool = self
+            .pool
+            .drain()
+            .map(|(id, (stat, _))| (id, stat))
+            .collect();
+        Some((*r, pool))
+    }
 }
 
 impl Receipts {
@@ -56,9 +78,10 @@ impl Receipts {
         smsc_ids: &[String],
         message_id: &str,
         now_ms: i64,
-    ) -> Vec<String> {
+    ) -> Correlated {
         self.with(smsc, |s| {
             let mut early = Vec::new();
+            let mut learned = None;
             for id in smsc_ids {
                 let canon = normalize_id(id);
                 if canon.is_empty() {
@@ -70,16 +93,17 @@ impl Receipts {
                 }
                 if s.rule.is_none() {
                     // A receipt kept while the rule is unknown: taken when one only fits.
-                    let mut fits: Vec<String> = ReceiptIds::EXPLICIT
-                        .iter()
-                        .filter_map(|r| r.receipt_form_of(&canon))
-                        .filter(|f| s.pool.contains_key(f))
+                    let fits: Vec<(String, Vec<ReceiptIds>)> = receipt_forms(&canon)
+                        .into_iter()
+                        .filter(|(f, _)| s.pool.contains_key(f))
                         .collect();
-                    fits.dedup();
-                    if let [one] = fits.as_slice()
+                    if let [(one, rules)] = fits.as_slice()
                         && let Some((stat, _)) = s.pool.remove(one)
                     {
                         early.push(stat);
+                        if learned.is_none() {
+                            learned = s.vote(rules);
+                        }
                         continue;
                     }
                 }
@@ -90,7 +114,7 @@ impl Receipts {
                 );
                 s.correlations.insert(canon, value);
             }
-            early
+            Correlated { early, learned }
         })
     }
 
@@ -131,18 +155,100 @@ impl Receipts {
                 return ReceiptMatch::default();
             };
             let message = s.correlations.remove(form).map(|(m, parts, _)| (m, parts));
-            let mut learned = None;
-            if let [r] = rules.as_slice() {
-                let votes = s.votes.entry(r.letter()).or_default();
-                *votes += 1;
-                if *votes >= LEARN_VOTES {
-                    s.rule = Some(*r);
-                    s.votes.clear();
-                    let pool = s.pool.drain().map(|(id, (stat, _))| (id, stat)).collect();
-                    learned = Some((*r, pool));
-                }
-            }
+            let rules = rules.clone();
+            let learned = s.vote(&rules);
             ReceiptMatch { message, learned }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn auto_learns_from_unambiguous_matches_and_replays_the_ambiguous() {
+        let r = Receipts::default();
+        let auto = ReceiptIds::Auto;
+        r.correlate("a", &ids(&["1000"]), "m1000", 0);
+        r.correlate("a", &ids(&["4096"]), "m4096", 0);
+        // "1000" is 1000 (same) or 4096 (hex): both in flight, so neither is settled.
+        assert_eq!(
+            r.match_receipt("a", auto, "1000", "DELIVRD", 0),
+            ReceiptMatch::default()
+        );
+        for (i, hex) in ["FA0", "FA1"].iter().enumerate() {
+            r.correlate("a", &ids(&[&(4000 + i).to_string()]), &format!("m{i}"), 0);
+            let m = r.match_receipt("a", auto, hex, "DELIVRD", 0);
+            assert_eq!(m.message, Some((format!("m{i}"), 1)));
+            assert_eq!(m.learned, None);
+        }
+        r.correlate("a", &ids(&["4002"]), "m2", 0);
+        let m = r.match_receipt("a", auto, "0FA2", "DELIVRD", 0);
+        assert_eq!(m.message, Some(("m2".to_owned(), 1)));
+        assert_eq!(
+            m.learned,
+            Some((
+                ReceiptIds::HexInReceipt,
+                vec![("1000".to_owned(), "DELIVRD".to_owned())]
+            ))
+        );
+        // Fixed: the kept "1000" is 4096's, and "3E8" is 1000's.
+        let m = r.match_receipt("a", auto, "1000", "DELIVRD", 0);
+        assert_eq!(m.message, Some(("m4096".to_owned(), 1)));
+        let m = r.match_receipt("a", auto, "3E8", "UNDELIV", 0);
+        assert_eq!(m.message, Some(("m1000".to_owned(), 1)));
+        // A receipt is taken once; one the rule cannot read is no one's.
+        assert_eq!(
+            r.match_receipt("a", auto, "3E8", "UNDELIV", 0).message,
+            None
+        );
+        r.correlate("a", &ids(&["5"]), "m5", 0);
+        assert_eq!(
+            r.match_receipt("a", auto, "xyz", "DELIVRD", 0).message,
+            None
+        );
+        // Another SMSC learns on its own.
+        r.correlate("b", &ids(&["1000"]), "b1000", 0);
+        let m = r.match_receipt("b", auto, "1000", "DELIVRD", 0);
+        assert_eq!(m.message, Some(("b1000".to_owned(), 1)));
+    }
+
+    #[test]
+    fn receipts_before_their_correlation_vote_and_end_under_the_canonical_id() {
+        let r = Receipts::default();
+        let auto = ReceiptIds::Auto;
+        for i in 0..3 {
+            let hex = format!("{:X}", 4000 + i);
+            assert_eq!(r.match_receipt("a", auto, &hex, "DELIVRD", 0).message, None);
+            let c = r.correlate("a", &ids(&[&(4000 + i).to_string()]), "m", 0);
+            assert_eq!(c.early, vec!["DELIVRD".to_owned()]);
+            assert_eq!(c.learned.is_some(), i == 2, "learned at the third");
+        }
+        // Learned: an early receipt waits under its canonical (decimal) id.
+        assert_eq!(
+            r.match_receipt("a", auto, "FA8", "EXPIRED", 0).message,
+            None
+        );
+        let c = r.correlate("a", &ids(&["4008"]), "m8", 0);
+        assert_eq!(c.early, vec!["EXPIRED".to_owned()]);
+    }
+
+    #[test]
+    fn an_explicit_rule_ignores_what_was_learned() {
+        let r = Receipts::default();
+        r.correlate("a", &ids(&["1000"]), "m1000", 0);
+        r.correlate("a", &ids(&["4096"]), "m4096", 0);
+        let same = r.match_receipt("a", ReceiptIds::Same, "01000", "DELIVRD", 0);
+        assert_eq!(same.message, Some(("m1000".to_owned(), 1)));
+        let hex = r.match_receipt("a", ReceiptIds::HexInReceipt, "1000", "DELIVRD", 0);
+        assert_eq!(hex.message, Some(("m4096".to_owned(), 1)));
+        r.correlate("a", &ids(&["1a2b"]), "mx", 0);
+        let dec = r.match_receipt("a", ReceiptIds::DecimalInReceipt, "6699", "DELIVRD", 0);
+        assert_eq!(dec.message, Some(("mx".to_owned(), 1)));
     }
 }

@@ -1,11 +1,35 @@
 //! Receipt correlation in Redis: `lua/correlate.lua` and `lua/match_receipt.lua`, every key in
 //! the SMSC's slot (`{smsc-<name>}`), one round trip each. Mirrors `memory/receipts.rs`.
 
+use redis::Script;
+
 use super::RedisStore;
 use crate::store::{
-    CORRELATION_TTL_MS, Error, LEARN_VOTES, ORPHAN_RECEIPT_TTL_MS, ReceiptIds, ReceiptMatch,
-    normalize_id, receipt_candidates,
+    CORRELATION_TTL_MS, Correlated, Error, LEARN_VOTES, Learned, ORPHAN_RECEIPT_TTL_MS, ReceiptIds,
+    ReceiptMatch, normalize_id, receipt_candidates, receipt_forms,
 };
+
+/// A receipt script: `lua/receipt_rule.lua`'s vote prepended.
+pub(super) fn script(body: &str) -> Script {
+    Script::new(&format!(
+        "{}\n{body}",
+        include_str!("../lua/receipt_rule.lua")
+    ))
+}
+
+/// A learned rule and the kept receipts, from a script's reply (rule, id, stat, id, stat, …).
+fn learned(reply: &[String]) -> Learned {
+    let (rule, pool) = reply.split_first()?;
+    let rule = ReceiptIds::from_letter(rule)?;
+    let pool = pool
+        .chunks(2)
+        .filter_map(|p| match p {
+            [id, stat] => Some((id.clone(), stat.clone())),
+            _ => None,
+        })
+        .collect();
+    Some((rule, pool))
+}
 
 impl RedisStore {
     pub(super) async fn correlate_parts(
@@ -13,14 +37,14 @@ impl RedisStore {
         smsc: &str,
         smsc_ids: &[String],
         message_id: &str,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Correlated, Error> {
         let canon: Vec<String> = smsc_ids
             .iter()
             .map(|id| normalize_id(id))
             .filter(|c| !c.is_empty())
             .collect();
         if canon.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Correlated::default());
         }
         let mut inv = self.scripts.correlate.prepare_invoke();
         inv.key(self.keys.receipt_rule(smsc))
@@ -32,16 +56,23 @@ impl RedisStore {
             inv.key(self.keys.orphan_receipt(smsc, c));
         }
         inv.arg(format!("{message_id}|{}", smsc_ids.len()))
-            .arg(CORRELATION_TTL_MS);
+            .arg(CORRELATION_TTL_MS)
+            .arg(LEARN_VOTES);
         for c in &canon {
-            let mut forms: Vec<String> = ReceiptIds::EXPLICIT
-                .iter()
-                .filter_map(|r| r.receipt_form_of(c))
+            let lines: Vec<String> = receipt_forms(c)
+                .into_iter()
+                .map(|(form, rules)| {
+                    let letters: String = rules.iter().map(|r| r.letter()).collect();
+                    format!("{letters}={form}")
+                })
                 .collect();
-            forms.dedup();
-            inv.arg(forms.join(","));
+            inv.arg(lines.join("\n"));
         }
-        self.run(&mut inv).await
+        let reply: Vec<String> = self.run(&mut inv).await?;
+        let n: usize = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let early: Vec<String> = reply.iter().skip(1).take(n).cloned().collect();
+        let learned = learned(reply.get(1 + n..).unwrap_or_default());
+        Ok(Correlated { early, learned })
     }
 
     pub(super) async fn find_receipt(
