@@ -7,7 +7,8 @@ use super::{Engine, status_of_stat};
 use crate::outbox::{Body, Job, Priority};
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
 use crate::store::{
-    DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, Status,
+    DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
+    Status,
 };
 
 /// Why a message is `submitted` with nothing more to come.
@@ -16,12 +17,6 @@ const NO_RECEIPT_ID: &str = "the SMSC gave no message id: no receipt can be matc
 /// Work for the store.
 pub(super) enum Step {
     Event(DeliveryEvent),
-    /// A message's status is `submitted`; its receipt ids are still to be recorded.
-    Correlate {
-        message_id: String,
-        smsc: Arc<str>,
-        ids: Vec<String>,
-    },
     /// A receipt kept while its SMSC's `receipt_ids` rule was unknown (already answered), to
     /// match again under the rule just learned.
     Replay {
@@ -34,8 +29,7 @@ pub(super) enum Step {
     /// it any more), to record; its SMSC is answered after.
     Final {
         smsc: Arc<str>,
-        message_id: String,
-        parts: u32,
+        of: ReceiptOf,
         stat: String,
         ack: Option<ReceiptAck>,
     },
@@ -47,11 +41,6 @@ impl Engine {
     pub(super) async fn apply(&self, step: Step, acks: &mut AckBatch) -> Vec<Step> {
         match step {
             Step::Event(ev) => self.event(ev, acks).await,
-            Step::Correlate {
-                message_id,
-                smsc,
-                ids,
-            } => self.correlate(message_id, smsc, ids, acks).await,
             Step::Replay {
                 smsc,
                 rule,
@@ -60,46 +49,36 @@ impl Engine {
             } => self.replay(smsc, rule, smsc_id, stat, acks).await,
             Step::Final {
                 smsc,
-                message_id,
-                parts,
+                of,
                 stat,
                 ack,
-            } => {
-                self.final_receipt(smsc, message_id, parts, stat, ack, acks)
-                    .await
-            }
+            } => self.final_receipt(smsc, of, stat, ack, acks).await,
         }
     }
 
     async fn event(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
         let now_ms = self.tracker.clock.now_ms();
-        let update = match &ev {
-            DeliveryEvent::Submitted {
-                smsc_message_ids, ..
-            } => MessageUpdate {
-                status: DeliveryStatus::Submitted,
-                at_ms: now_ms,
-                error: receipt_ids(smsc_message_ids)
-                    .is_empty()
-                    .then(|| NO_RECEIPT_ID.to_owned()),
-            },
-            DeliveryEvent::Failed { error, .. } => MessageUpdate {
-                status: DeliveryStatus::Failed,
-                at_ms: now_ms,
-                error: Some(error.clone()),
-            },
-            DeliveryEvent::Expired { .. } => MessageUpdate {
-                status: DeliveryStatus::Expired,
-                at_ms: now_ms,
-                error: Some("validity ended before an SMSC accepted it".into()),
-            },
+        let (message_id, update) = match &ev {
+            DeliveryEvent::Submitted { .. } => return self.submitted(ev, acks).await,
             DeliveryEvent::Receipt { .. } => return self.receipt(ev, acks).await,
-        };
-        let message_id = match &ev {
-            DeliveryEvent::Submitted { message_id, .. }
-            | DeliveryEvent::Failed { message_id, .. }
-            | DeliveryEvent::Expired { message_id } => message_id,
-            DeliveryEvent::Receipt { .. } => return Vec::new(),
+            DeliveryEvent::Failed {
+                message_id, error, ..
+            } => (
+                message_id,
+                MessageUpdate {
+                    status: DeliveryStatus::Failed,
+                    at_ms: now_ms,
+                    error: Some(error.clone()),
+                },
+            ),
+            DeliveryEvent::Expired { message_id } => (
+                message_id,
+                MessageUpdate {
+                    status: DeliveryStatus::Expired,
+                    at_ms: now_ms,
+                    error: Some("validity ended before an SMSC accepted it".into()),
+                },
+            ),
         };
         let done = self
             .tracker
@@ -112,73 +91,67 @@ impl Engine {
             tracing::debug!(error = %e, "message status not recorded; parked");
             return vec![Step::Event(ev)];
         }
-        match ev {
-            DeliveryEvent::Submitted {
-                message_id,
-                smsc,
-                smsc_message_ids,
-            } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted").increment(1);
-                let ids = receipt_ids(&smsc_message_ids);
-                if ids.is_empty() {
-                    tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
-                    return Vec::new();
-                }
-                self.correlate(message_id, smsc, ids, acks).await
-            }
-            DeliveryEvent::Failed { smsc, .. } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
-                Vec::new()
-            }
-            DeliveryEvent::Expired { .. } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => "none", "status" => "expired")
-                    .increment(1);
-                Vec::new()
-            }
-            DeliveryEvent::Receipt { .. } => Vec::new(),
-        }
+        let smsc = match &ev {
+            DeliveryEvent::Failed { smsc, .. } => smsc.to_string(),
+            _ => "none".to_owned(),
+        };
+        metrics::counter!("otpgate_sms_total", "smsc" => smsc, "status" => update.status.as_str())
+            .increment(1);
+        Vec::new()
     }
 
-    async fn correlate(
-        &self,
-        message_id: String,
-        smsc: Arc<str>,
-        ids: Vec<String>,
-        acks: &mut AckBatch,
-    ) -> Vec<Step> {
-        let now_ms = self.tracker.clock.now_ms();
-        let early = self
+    /// `submitted` and the receipt ids, in one store call; then the receipts that came first.
+    async fn submitted(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
+        let DeliveryEvent::Submitted {
+            message_id,
+            smsc,
+            smsc_message_ids,
+        } = &ev
+        else {
+            return Vec::new();
+        };
+        let ids = receipt_ids(smsc_message_ids);
+        let update = MessageUpdate {
+            status: DeliveryStatus::Submitted,
+            at_ms: self.tracker.clock.now_ms(),
+            error: ids.is_empty().then(|| NO_RECEIPT_ID.to_owned()),
+        };
+        let done = self
             .tracker
             .store
             .messages
-            .correlate(&smsc, &ids, &message_id, now_ms)
+            .record_submitted(message_id, smsc, &ids, &update)
             .await;
-        self.mark(early.is_ok());
-        let early = match early {
-            Ok(early) => early,
+        self.mark(done.is_ok());
+        let done = match done {
+            Ok(done) => done,
             Err(e) => {
-                tracing::debug!(error = %e, "receipt ids not recorded; parked");
-                return vec![Step::Correlate {
-                    message_id,
-                    smsc,
-                    ids,
-                }];
+                tracing::debug!(error = %e, "message status not recorded; parked");
+                return vec![Step::Event(ev)];
             }
         };
+        metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted")
+            .increment(1);
+        if ids.is_empty() {
+            tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
+        }
         let (_, replays) = self.learned(
-            &smsc,
+            smsc,
             ReceiptMatch {
                 message: None,
-                learned: early.learned,
+                learned: done.learned,
             },
         );
-        let steps: Vec<Step> = early
+        let steps: Vec<Step> = done
             .early
             .into_iter()
             .map(|stat| Step::Final {
                 smsc: smsc.clone(),
-                message_id: message_id.clone(),
-                parts: ids.len() as u32,
+                of: ReceiptOf {
+                    message_id: message_id.clone(),
+                    parts: ids.len() as u32,
+                    send: done.send,
+                },
                 stat,
                 ack: None,
             })
@@ -231,10 +204,8 @@ impl Engine {
                 ack.answer_into(0, acks);
                 self.apply_all(replays, acks).await
             }
-            Ok((Some((message_id, parts)), mut replays)) => {
-                let mut left = self
-                    .final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
-                    .await;
+            Ok((Some(of), mut replays)) => {
+                let mut left = self.final_receipt(smsc, of, stat, Some(ack), acks).await;
                 if left.is_empty() {
                     left = self.apply_all(replays, acks).await;
                 } else {
@@ -246,7 +217,7 @@ impl Engine {
     }
 
     /// A match, and the receipts to match again when it fixed the SMSC's rule.
-    fn learned(&self, smsc: &Arc<str>, m: ReceiptMatch) -> (Option<(String, u32)>, Vec<Step>) {
+    fn learned(&self, smsc: &Arc<str>, m: ReceiptMatch) -> (Option<ReceiptOf>, Vec<Step>) {
         let replays = match m.learned {
             None => Vec::new(),
             Some((rule, pool)) => {
@@ -305,12 +276,8 @@ impl Engine {
                 }]
             }
             Ok(ReceiptMatch {
-                message: Some((message_id, parts)),
-                ..
-            }) => {
-                self.final_receipt(smsc, message_id, parts, stat, None, acks)
-                    .await
-            }
+                message: Some(of), ..
+            }) => self.final_receipt(smsc, of, stat, None, acks).await,
             Ok(ReceiptMatch { message: None, .. }) => Vec::new(),
         }
     }
@@ -318,8 +285,7 @@ impl Engine {
     async fn final_receipt(
         &self,
         smsc: Arc<str>,
-        message_id: String,
-        parts: u32,
+        of: ReceiptOf,
         stat: String,
         ack: Option<ReceiptAck>,
         acks: &mut AckBatch,
@@ -331,8 +297,9 @@ impl Engine {
             return Vec::new();
         };
         let now_ms = self.tracker.clock.now_ms();
-        let resend_job = if status == DeliveryStatus::Undeliverable {
-            let job = self.resend_job(&smsc, &message_id, now_ms).await;
+        // Only the first send goes once more.
+        let resend_job = if status == DeliveryStatus::Undeliverable && of.send == 0 {
+            let job = self.resend_job(&smsc, &of.message_id, now_ms).await;
             self.mark(job.is_ok());
             match job {
                 Ok(job) => job,
@@ -340,8 +307,7 @@ impl Engine {
                     tracing::debug!(error = %e, "receipt not recorded; parked");
                     return vec![Step::Final {
                         smsc,
-                        message_id,
-                        parts,
+                        of,
                         stat,
                         ack,
                     }];
@@ -351,17 +317,18 @@ impl Engine {
             None
         };
         let part = PartReceipt {
-            parts,
+            parts: of.parts,
             status,
             error: (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}")),
             resend: resend_job.is_some(),
             at_ms: now_ms,
+            send: of.send,
         };
         let outcome = self
             .tracker
             .store
             .messages
-            .record_part(&message_id, &part)
+            .record_part(&of.message_id, &part)
             .await;
         self.mark(outcome.is_ok());
         let outcome = match outcome {
@@ -370,8 +337,7 @@ impl Engine {
                 tracing::debug!(error = %e, "receipt not recorded; parked");
                 return vec![Step::Final {
                     smsc,
-                    message_id,
-                    parts,
+                    of,
                     stat,
                     ack,
                 }];
@@ -389,9 +355,9 @@ impl Engine {
                 if let Some(job) = resend_job {
                     metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_string())
                         .increment(1);
-                    tracing::info!(smsc = %smsc, message_id = %message_id, "undeliverable code SMS sent again via another SMSC");
+                    tracing::info!(smsc = %smsc, message_id = %of.message_id, "undeliverable code SMS sent again via another SMSC");
                     if let Err(e) = self.tracker.outbox.push(job).await {
-                        tracing::warn!(message_id = %message_id, error = %e, "could not queue the re-send");
+                        tracing::warn!(message_id = %of.message_id, error = %e, "could not queue the re-send");
                     }
                 }
             }

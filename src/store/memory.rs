@@ -286,14 +286,24 @@ impl MessageStore for MemoryStore {
         ready(())
     }
 
-    fn correlate<'a>(
+    fn record_submitted<'a>(
         &'a self,
+        message_id: &'a str,
         smsc: &'a str,
         smsc_ids: &'a [String],
-        message_id: &'a str,
-        now_ms: i64,
+        u: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
-        ready(self.receipts.correlate(smsc, smsc_ids, message_id, now_ms))
+        let send = self.messages.with(message_id, |m| {
+            m.get_mut(message_id).map_or(0, |s| {
+                apply_message_update(&mut s.record, u);
+                u32::from(s.resent)
+            })
+        });
+        let now_ms = u.at_ms;
+        ready(
+            self.receipts
+                .correlate(smsc, smsc_ids, message_id, send, now_ms),
+        )
     }
 
     fn match_receipt<'a>(
@@ -333,7 +343,7 @@ impl Health for MemoryStore {
 
 /// The receipt accounting of one message (the Redis script implements the same).
 fn apply_part(s: &mut StoredMessage, part: &PartReceipt) -> PartOutcome {
-    if s.record.status.is_final() {
+    if s.record.status.is_final() || part.send != u32::from(s.resent) {
         return PartOutcome::Pending;
     }
     if part.status == DeliveryStatus::Delivered {
@@ -390,5 +400,43 @@ impl super::EventStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Vec<super::AccountEvent>, Error>> {
         let out = self.events.recent(account, limit, now_ms);
         Box::pin(async move { Ok(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_an_earlier_send_do_not_count() {
+        let rec = MessageRecord::queued("msg_x", "c", "ver_x", crate::sms::Coding::Gsm7, 2, 0);
+        let mut s = StoredMessage::new(rec, 1000);
+        let part = |status, send, resend| PartReceipt {
+            parts: 2,
+            status,
+            error: None,
+            resend,
+            at_ms: 1,
+            send,
+        };
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 0, false)),
+            PartOutcome::Pending
+        );
+        let undeliv = part(DeliveryStatus::Undeliverable, 0, true);
+        assert_eq!(apply_part(&mut s, &undeliv), PartOutcome::Resend);
+        // A late part of the first send, then the re-send's two parts.
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 0, false)),
+            PartOutcome::Pending
+        );
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 1, false)),
+            PartOutcome::Pending
+        );
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 1, false)),
+            PartOutcome::Final(DeliveryStatus::Delivered)
+        );
     }
 }

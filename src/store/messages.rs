@@ -120,6 +120,9 @@ pub struct PartReceipt {
     /// Send an undeliverable message once more instead of failing it.
     pub resend: bool,
     pub at_ms: i64,
+    /// The send the part belongs to ([`ReceiptOf::send`]): a part of an earlier send does not
+    /// count.
+    pub send: u32,
 }
 
 /// How long receipt correlations are kept (SMSCs send receipts for up to days).
@@ -250,20 +253,47 @@ pub fn receipt_forms(canonical: &str) -> Vec<(String, Vec<ReceiptIds>)> {
 /// match again under it.
 pub type Learned = Option<(ReceiptIds, Vec<(String, String)>)>;
 
-/// What [`MessageStore::correlate`] found.
+/// What [`MessageStore::record_submitted`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Correlated {
+    /// The send these ids are of: 0 the first, 1 the re-send of an undeliverable code.
+    pub send: u32,
     /// The stats of receipts that came before (their correlation is not stored).
     pub early: Vec<String>,
     pub learned: Learned,
 }
 
+/// The message a receipt is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptOf {
+    pub message_id: String,
+    /// Parts the message was sent in.
+    pub parts: u32,
+    /// The send the receipt's part belongs to.
+    pub send: u32,
+}
+
+impl ReceiptOf {
+    /// From a stored correlation, "message_id|parts|send" (or "message_id|parts": the first).
+    pub fn decode(v: &str) -> Option<ReceiptOf> {
+        let mut it = v.split('|');
+        let message_id = it.next()?.to_owned();
+        let parts = it.next()?.parse().ok()?;
+        let send = it.next().map_or(Some(0), |s| s.parse().ok())?;
+        Some(ReceiptOf {
+            message_id,
+            parts,
+            send,
+        })
+    }
+}
+
 /// What [`MessageStore::match_receipt`] found for a receipt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceiptMatch {
-    /// Its message and the message's number of parts; `None`: the receipt is kept (before its
-    /// correlation, or until the SMSC's rule is known).
-    pub message: Option<(String, u32)>,
+    /// Its message; `None`: the receipt is kept (before its correlation, or until the SMSC's
+    /// rule is known).
+    pub message: Option<ReceiptOf>,
     /// This receipt fixed the SMSC's rule.
     pub learned: Learned,
 }
@@ -286,20 +316,22 @@ pub trait MessageStore: Send + Sync {
         update: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Records that `smsc` gave these ids to the parts of `message_id` (under their canonical
-    /// form, [`normalize_id`]); returns the receipt stats (`DELIVRD`, …) that arrived for them
-    /// before this was known. While an `auto` SMSC's rule is unknown, a kept receipt is taken
-    /// when it is the only one that fits, and counts toward learning the rule when one rule
-    /// only gives its form. Atomic with [`MessageStore::match_receipt`].
-    fn correlate<'a>(
+    /// Every part of `message_id` was accepted by `smsc`, which gave them these ids: its status
+    /// becomes `update` (`submitted`, unless final) and the ids are recorded under their
+    /// canonical form ([`normalize_id`]) for the send the message is at; returns that send and
+    /// the stats (`DELIVRD`, …) of receipts that arrived for them before. While an `auto`
+    /// SMSC's rule is unknown, a kept receipt is taken when it is the only one that fits, and
+    /// counts toward learning the rule when one rule only gives its form. Atomic with
+    /// [`MessageStore::match_receipt`].
+    fn record_submitted<'a>(
         &'a self,
+        message_id: &'a str,
         smsc: &'a str,
         smsc_ids: &'a [String],
-        message_id: &'a str,
-        now_ms: i64,
+        update: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<Correlated, Error>>;
 
-    /// The message (and its number of parts) a receipt of `smsc` is for, under `rule` (for
+    /// The message a receipt of `smsc` is for, under `rule` (for
     /// [`ReceiptIds::Auto`]: the rule learned for `smsc`, learning it when this receipt matches
     /// one message under one rule only, for the [`LEARN_VOTES`]th time). A receipt that matches
     /// no message, or several while the rule is unknown, is kept for [`ORPHAN_RECEIPT_TTL_MS`]
@@ -314,9 +346,10 @@ pub trait MessageStore: Send + Sync {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<ReceiptMatch, Error>>;
 
-    /// Applies one part's final receipt: a message is `delivered` when all `parts` are, and
-    /// otherwise final at its first part that is not; with `resend`, an undeliverable message
-    /// goes back to `queued` once (and the answer is [`PartOutcome::Resend`]).
+    /// Applies one part's final receipt: a message is `delivered` when all `parts` of its
+    /// current send are, and otherwise final at its first part that is not; with `resend`, an
+    /// undeliverable message goes back to `queued` once (and the answer is
+    /// [`PartOutcome::Resend`]); a part of an earlier send changes nothing.
     fn record_part<'a>(
         &'a self,
         message_id: &'a str,

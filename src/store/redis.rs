@@ -40,6 +40,7 @@ struct Scripts {
     update_message: Script,
     correlate: Script,
     match_receipt: Script,
+    record_submitted: Script,
     record_part: Script,
     append_event: Script,
 }
@@ -62,6 +63,7 @@ impl RedisStore {
                 update_message: Script::new(include_str!("lua/update_message.lua")),
                 correlate: receipts::script(include_str!("lua/correlate.lua")),
                 match_receipt: receipts::script(include_str!("lua/match_receipt.lua")),
+                record_submitted: receipts::script(include_str!("lua/record_submitted.lua")),
                 record_part: Script::new(include_str!("lua/record_part.lua")),
                 append_event: with_events(include_str!("lua/append_event.lua")),
             }),
@@ -387,44 +389,6 @@ impl RedisStore {
         msg_from_fields(id, &f).map(Some)
     }
 
-    async fn update_message(&self, id: &str, u: &MessageUpdate) -> Result<(), Error> {
-        let Some(key) = self.keys.message(id) else {
-            return Ok(());
-        };
-        let time_field = match u.status {
-            DeliveryStatus::Submitted => "sa",
-            DeliveryStatus::Delivered => "da",
-            _ => "",
-        };
-        let mut inv = self.scripts.update_message.prepare_invoke();
-        inv.key(&key)
-            .arg(u.status.as_str())
-            .arg(time_field)
-            .arg(u.at_ms)
-            .arg(u.error.clone().unwrap_or_default());
-        let _: i64 = self.run(&mut inv).await?;
-        Ok(())
-    }
-
-    async fn apply_part(&self, message_id: &str, part: &PartReceipt) -> Result<PartOutcome, Error> {
-        let Some(key) = self.keys.message(message_id) else {
-            return Ok(PartOutcome::Pending);
-        };
-        let mut inv = self.scripts.record_part.prepare_invoke();
-        inv.key(&key)
-            .arg(part.parts)
-            .arg(part.status.as_str())
-            .arg(part.error.clone().unwrap_or_default())
-            .arg(if part.resend { 1 } else { 0 })
-            .arg(part.at_ms);
-        let word: String = self.run(&mut inv).await?;
-        Ok(match word.as_str() {
-            "final" => PartOutcome::Final(part.status),
-            "resend" => PartOutcome::Resend,
-            _ => PartOutcome::Pending,
-        })
-    }
-
     async fn ping_redis(&self) -> Result<(), Error> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
@@ -487,16 +451,16 @@ impl MessageStore for RedisStore {
         id: &'a str,
         update: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.update_message(id, update))
+        Box::pin(async move { self.update_message(id, update).await.map(|_| ()) })
     }
-    fn correlate<'a>(
+    fn record_submitted<'a>(
         &'a self,
+        message_id: &'a str,
         smsc: &'a str,
         smsc_ids: &'a [String],
-        message_id: &'a str,
-        _now_ms: i64,
+        update: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
-        Box::pin(self.correlate_parts(smsc, smsc_ids, message_id))
+        Box::pin(self.submitted(message_id, smsc, smsc_ids, update))
     }
     fn match_receipt<'a>(
         &'a self,

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crate::store::{
     CORRELATION_TTL_MS, Correlated, LEARN_VOTES, Learned, ORPHAN_RECEIPT_TTL_MS, ReceiptIds,
-    ReceiptMatch, normalize_id, receipt_candidates, receipt_forms,
+    ReceiptMatch, ReceiptOf, normalize_id, receipt_candidates, receipt_forms,
 };
 
 #[derive(Default)]
@@ -22,8 +22,8 @@ struct SmscReceipts {
     rule: Option<ReceiptIds>,
     /// Votes per explicit rule, while none is learned.
     votes: HashMap<&'static str, u32>,
-    /// Canonical id → (message id, parts, expiry).
-    correlations: HashMap<String, (String, u32, i64)>,
+    /// Canonical id → (its message, expiry).
+    correlations: HashMap<String, (ReceiptOf, i64)>,
     /// Canonical id → (stat, expiry): receipts that came before their correlation.
     orphans: HashMap<String, (String, i64)>,
     /// Normalised receipt id → (stat, expiry): receipts kept while the rule is unknown.
@@ -64,7 +64,7 @@ impl Receipts {
         let mut removed = 0;
         for s in g.values_mut() {
             let before = s.correlations.len() + s.orphans.len() + s.pool.len();
-            s.correlations.retain(|_, (_, _, exp)| *exp > now_ms);
+            s.correlations.retain(|_, (_, exp)| *exp > now_ms);
             s.orphans.retain(|_, (_, exp)| *exp > now_ms);
             s.pool.retain(|_, (_, exp)| *exp > now_ms);
             removed += before - (s.correlations.len() + s.orphans.len() + s.pool.len());
@@ -77,6 +77,7 @@ impl Receipts {
         smsc: &str,
         smsc_ids: &[String],
         message_id: &str,
+        send: u32,
         now_ms: i64,
     ) -> Correlated {
         self.with(smsc, |s| {
@@ -108,13 +109,20 @@ impl Receipts {
                     }
                 }
                 let value = (
-                    message_id.to_owned(),
-                    smsc_ids.len() as u32,
+                    ReceiptOf {
+                        message_id: message_id.to_owned(),
+                        parts: smsc_ids.len() as u32,
+                        send,
+                    },
                     now_ms + CORRELATION_TTL_MS,
                 );
                 s.correlations.insert(canon, value);
             }
-            Correlated { early, learned }
+            Correlated {
+                send,
+                early,
+                learned,
+            }
         })
     }
 
@@ -135,9 +143,9 @@ impl Receipts {
             if let Some(rule) = rule {
                 // An id the rule cannot read (hex where decimal is due) is no one's.
                 if let Some(canon) = rule.canonical_of_receipt(smsc_id) {
-                    if let Some((m, parts, _)) = s.correlations.remove(&canon) {
+                    if let Some((m, _)) = s.correlations.remove(&canon) {
                         return ReceiptMatch {
-                            message: Some((m, parts)),
+                            message: Some(m),
                             learned: None,
                         };
                     }
@@ -154,7 +162,7 @@ impl Receipts {
                 s.pool.insert(normalize_id(smsc_id), orphan);
                 return ReceiptMatch::default();
             };
-            let message = s.correlations.remove(form).map(|(m, parts, _)| (m, parts));
+            let message = s.correlations.remove(form).map(|(m, _)| m);
             let rules = rules.clone();
             let learned = s.vote(&rules);
             ReceiptMatch { message, learned }
@@ -174,22 +182,34 @@ mod tests {
     fn auto_learns_from_unambiguous_matches_and_replays_the_ambiguous() {
         let r = Receipts::default();
         let auto = ReceiptIds::Auto;
-        r.correlate("a", &ids(&["1000"]), "m1000", 0);
-        r.correlate("a", &ids(&["4096"]), "m4096", 0);
+        r.correlate("a", &ids(&["1000"]), "m1000", 0, 0);
+        r.correlate("a", &ids(&["4096"]), "m4096", 0, 0);
         // "1000" is 1000 (same) or 4096 (hex): both in flight, so neither is settled.
         assert_eq!(
             r.match_receipt("a", auto, "1000", "DELIVRD", 0),
             ReceiptMatch::default()
         );
         for (i, hex) in ["FA0", "FA1"].iter().enumerate() {
-            r.correlate("a", &ids(&[&(4000 + i).to_string()]), &format!("m{i}"), 0);
+            r.correlate(
+                "a",
+                &ids(&[&(4000 + i).to_string()]),
+                &format!("m{i}"),
+                0,
+                0,
+            );
             let m = r.match_receipt("a", auto, hex, "DELIVRD", 0);
-            assert_eq!(m.message, Some((format!("m{i}"), 1)));
+            assert_eq!(
+                m.message.map(|m| (m.message_id, m.parts)),
+                Some((format!("m{i}"), 1))
+            );
             assert_eq!(m.learned, None);
         }
-        r.correlate("a", &ids(&["4002"]), "m2", 0);
+        r.correlate("a", &ids(&["4002"]), "m2", 0, 0);
         let m = r.match_receipt("a", auto, "0FA2", "DELIVRD", 0);
-        assert_eq!(m.message, Some(("m2".to_owned(), 1)));
+        assert_eq!(
+            m.message.map(|m| (m.message_id, m.parts)),
+            Some(("m2".to_owned(), 1))
+        );
         assert_eq!(
             m.learned,
             Some((
@@ -199,23 +219,32 @@ mod tests {
         );
         // Fixed: the kept "1000" is 4096's, and "3E8" is 1000's.
         let m = r.match_receipt("a", auto, "1000", "DELIVRD", 0);
-        assert_eq!(m.message, Some(("m4096".to_owned(), 1)));
+        assert_eq!(
+            m.message.map(|m| (m.message_id, m.parts)),
+            Some(("m4096".to_owned(), 1))
+        );
         let m = r.match_receipt("a", auto, "3E8", "UNDELIV", 0);
-        assert_eq!(m.message, Some(("m1000".to_owned(), 1)));
+        assert_eq!(
+            m.message.map(|m| (m.message_id, m.parts)),
+            Some(("m1000".to_owned(), 1))
+        );
         // A receipt is taken once; one the rule cannot read is no one's.
         assert_eq!(
             r.match_receipt("a", auto, "3E8", "UNDELIV", 0).message,
             None
         );
-        r.correlate("a", &ids(&["5"]), "m5", 0);
+        r.correlate("a", &ids(&["5"]), "m5", 0, 0);
         assert_eq!(
             r.match_receipt("a", auto, "xyz", "DELIVRD", 0).message,
             None
         );
         // Another SMSC learns on its own.
-        r.correlate("b", &ids(&["1000"]), "b1000", 0);
+        r.correlate("b", &ids(&["1000"]), "b1000", 0, 0);
         let m = r.match_receipt("b", auto, "1000", "DELIVRD", 0);
-        assert_eq!(m.message, Some(("b1000".to_owned(), 1)));
+        assert_eq!(
+            m.message.map(|m| (m.message_id, m.parts)),
+            Some(("b1000".to_owned(), 1))
+        );
     }
 
     #[test]
@@ -225,7 +254,7 @@ mod tests {
         for i in 0..3 {
             let hex = format!("{:X}", 4000 + i);
             assert_eq!(r.match_receipt("a", auto, &hex, "DELIVRD", 0).message, None);
-            let c = r.correlate("a", &ids(&[&(4000 + i).to_string()]), "m", 0);
+            let c = r.correlate("a", &ids(&[&(4000 + i).to_string()]), "m", 0, 0);
             assert_eq!(c.early, vec!["DELIVRD".to_owned()]);
             assert_eq!(c.learned.is_some(), i == 2, "learned at the third");
         }
@@ -234,21 +263,31 @@ mod tests {
             r.match_receipt("a", auto, "FA8", "EXPIRED", 0).message,
             None
         );
-        let c = r.correlate("a", &ids(&["4008"]), "m8", 0);
+        let c = r.correlate("a", &ids(&["4008"]), "m8", 1, 0);
+        assert_eq!(c.send, 1);
         assert_eq!(c.early, vec!["EXPIRED".to_owned()]);
     }
 
     #[test]
     fn an_explicit_rule_ignores_what_was_learned() {
         let r = Receipts::default();
-        r.correlate("a", &ids(&["1000"]), "m1000", 0);
-        r.correlate("a", &ids(&["4096"]), "m4096", 0);
+        r.correlate("a", &ids(&["1000"]), "m1000", 0, 0);
+        r.correlate("a", &ids(&["4096"]), "m4096", 0, 0);
         let same = r.match_receipt("a", ReceiptIds::Same, "01000", "DELIVRD", 0);
-        assert_eq!(same.message, Some(("m1000".to_owned(), 1)));
+        assert_eq!(
+            same.message.map(|m| (m.message_id, m.parts)),
+            Some(("m1000".to_owned(), 1))
+        );
         let hex = r.match_receipt("a", ReceiptIds::HexInReceipt, "1000", "DELIVRD", 0);
-        assert_eq!(hex.message, Some(("m4096".to_owned(), 1)));
-        r.correlate("a", &ids(&["1a2b"]), "mx", 0);
+        assert_eq!(
+            hex.message.map(|m| (m.message_id, m.parts)),
+            Some(("m4096".to_owned(), 1))
+        );
+        r.correlate("a", &ids(&["1a2b"]), "mx", 1, 0);
         let dec = r.match_receipt("a", ReceiptIds::DecimalInReceipt, "6699", "DELIVRD", 0);
-        assert_eq!(dec.message, Some(("mx".to_owned(), 1)));
+        assert_eq!(
+            dec.message.map(|m| (m.message_id, m.parts)),
+            Some(("mx".to_owned(), 1))
+        );
     }
 }

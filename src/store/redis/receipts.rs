@@ -1,12 +1,15 @@
-//! Receipt correlation in Redis: `lua/correlate.lua` and `lua/match_receipt.lua`, every key in
-//! the SMSC's slot (`{smsc-<name>}`), one round trip each. Mirrors `memory/receipts.rs`.
+//! Message status changes and receipt correlation in Redis, one round trip each:
+//! `lua/record_submitted.lua` (status `submitted` and the correlations; with a cluster
+//! `lua/update_message.lua` then `lua/correlate.lua`), `lua/match_receipt.lua` (every key in the
+//! SMSC's slot, `{smsc-<name>}`), `lua/record_part.lua`. Mirrors `memory/receipts.rs`.
 
 use redis::Script;
 
-use super::RedisStore;
+use super::{Conn, RedisStore};
 use crate::store::{
-    CORRELATION_TTL_MS, Correlated, Error, LEARN_VOTES, Learned, ORPHAN_RECEIPT_TTL_MS, ReceiptIds,
-    ReceiptMatch, normalize_id, receipt_candidates, receipt_forms,
+    CORRELATION_TTL_MS, Correlated, DeliveryStatus, Error, LEARN_VOTES, Learned, MessageUpdate,
+    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
+    normalize_id, receipt_candidates, receipt_forms,
 };
 
 /// A receipt script: `lua/receipt_rule.lua`'s vote prepended.
@@ -15,6 +18,31 @@ pub(super) fn script(body: &str) -> Script {
         "{}\n{body}",
         include_str!("../lua/receipt_rule.lua")
     ))
+}
+
+/// Per canonical id, the forms a receipt may write it in while the rule is unknown: one
+/// "rules=form" a line (`lua/receipt_rule.lua` `correlate_parts`).
+fn forms_arg(canonical: &str) -> String {
+    let lines: Vec<String> = receipt_forms(canonical)
+        .into_iter()
+        .map(|(form, rules)| {
+            let letters: String = rules.iter().map(|r| r.letter()).collect();
+            format!("{letters}={form}")
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// A correlation script's reply: {count, stat…, learned…}.
+fn correlated(send: u32, reply: &[String]) -> Correlated {
+    let n: usize = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let early: Vec<String> = reply.iter().skip(1).take(n).cloned().collect();
+    let learned = learned(reply.get(1 + n..).unwrap_or_default());
+    Correlated {
+        send,
+        early,
+        learned,
+    }
 }
 
 /// A learned rule and the kept receipts, from a script's reply (rule, id, stat, id, stat, …).
@@ -32,47 +60,114 @@ fn learned(reply: &[String]) -> Learned {
 }
 
 impl RedisStore {
-    pub(super) async fn correlate_parts(
+    /// Moves a message to a new status unless final; returns the send it is at.
+    pub(super) async fn update_message(&self, id: &str, u: &MessageUpdate) -> Result<u32, Error> {
+        let Some(key) = self.keys.message(id) else {
+            return Ok(0);
+        };
+        let time_field = match u.status {
+            DeliveryStatus::Submitted => "sa",
+            DeliveryStatus::Delivered => "da",
+            _ => "",
+        };
+        let mut inv = self.scripts.update_message.prepare_invoke();
+        inv.key(&key)
+            .arg(u.status.as_str())
+            .arg(time_field)
+            .arg(u.at_ms)
+            .arg(u.error.clone().unwrap_or_default());
+        let send: u32 = self.run(&mut inv).await?;
+        Ok(send)
+    }
+
+    /// `submitted` and the correlations: one script on a single Redis; with a cluster (the
+    /// message's slot and the SMSC's differ) the status change, then the correlations.
+    pub(super) async fn submitted(
         &self,
+        message_id: &str,
         smsc: &str,
         smsc_ids: &[String],
-        message_id: &str,
+        u: &MessageUpdate,
     ) -> Result<Correlated, Error> {
         let canon: Vec<String> = smsc_ids
             .iter()
             .map(|id| normalize_id(id))
             .filter(|c| !c.is_empty())
             .collect();
-        if canon.is_empty() {
-            return Ok(Correlated::default());
-        }
-        let mut inv = self.scripts.correlate.prepare_invoke();
-        inv.key(self.keys.receipt_rule(smsc))
-            .key(self.keys.receipt_pool(smsc));
-        for c in &canon {
-            inv.key(self.keys.correlation(smsc, c));
-        }
-        for c in &canon {
-            inv.key(self.keys.orphan_receipt(smsc, c));
-        }
-        inv.arg(format!("{message_id}|{}", smsc_ids.len()))
+        let key = self.keys.message(message_id);
+        let (Conn::Single(_), Some(key), false) = (&self.conn, &key, canon.is_empty()) else {
+            let send = self.update_message(message_id, u).await?;
+            if canon.is_empty() {
+                return Ok(Correlated {
+                    send,
+                    ..Correlated::default()
+                });
+            }
+            let value = format!("{message_id}|{}|{send}", smsc_ids.len());
+            let mut inv = self.scripts.correlate.prepare_invoke();
+            self.correlation_keys(&mut inv, smsc, &canon);
+            inv.arg(value).arg(CORRELATION_TTL_MS).arg(LEARN_VOTES);
+            for c in &canon {
+                inv.arg(forms_arg(c));
+            }
+            let reply: Vec<String> = self.run(&mut inv).await?;
+            return Ok(correlated(send, &reply));
+        };
+        let mut inv = self.scripts.record_submitted.prepare_invoke();
+        inv.key(key);
+        self.correlation_keys(&mut inv, smsc, &canon);
+        inv.arg(u.at_ms)
+            .arg(u.error.clone().unwrap_or_default())
+            .arg(format!("{message_id}|{}", smsc_ids.len()))
             .arg(CORRELATION_TTL_MS)
             .arg(LEARN_VOTES);
         for c in &canon {
-            let lines: Vec<String> = receipt_forms(c)
-                .into_iter()
-                .map(|(form, rules)| {
-                    let letters: String = rules.iter().map(|r| r.letter()).collect();
-                    format!("{letters}={form}")
-                })
-                .collect();
-            inv.arg(lines.join("\n"));
+            inv.arg(forms_arg(c));
         }
         let reply: Vec<String> = self.run(&mut inv).await?;
-        let n: usize = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
-        let early: Vec<String> = reply.iter().skip(1).take(n).cloned().collect();
-        let learned = learned(reply.get(1 + n..).unwrap_or_default());
-        Ok(Correlated { early, learned })
+        let send = reply.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(correlated(send, reply.get(1..).unwrap_or_default()))
+    }
+
+    /// The SMSC's rule and pool, then the correlation keys, then the orphan keys.
+    fn correlation_keys(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        smsc: &str,
+        canon: &[String],
+    ) {
+        inv.key(self.keys.receipt_rule(smsc))
+            .key(self.keys.receipt_pool(smsc));
+        for c in canon {
+            inv.key(self.keys.correlation(smsc, c));
+        }
+        for c in canon {
+            inv.key(self.keys.orphan_receipt(smsc, c));
+        }
+    }
+
+    pub(super) async fn apply_part(
+        &self,
+        message_id: &str,
+        part: &PartReceipt,
+    ) -> Result<PartOutcome, Error> {
+        let Some(key) = self.keys.message(message_id) else {
+            return Ok(PartOutcome::Pending);
+        };
+        let mut inv = self.scripts.record_part.prepare_invoke();
+        inv.key(&key)
+            .arg(part.parts)
+            .arg(part.status.as_str())
+            .arg(part.error.clone().unwrap_or_default())
+            .arg(if part.resend { 1 } else { 0 })
+            .arg(part.at_ms)
+            .arg(part.send);
+        let word: String = self.run(&mut inv).await?;
+        Ok(match word.as_str() {
+            "final" => PartOutcome::Final(part.status),
+            "resend" => PartOutcome::Resend,
+            _ => PartOutcome::Pending,
+        })
     }
 
     pub(super) async fn find_receipt(
@@ -115,10 +210,7 @@ impl RedisStore {
         }
         let reply: Vec<String> = self.run(&mut inv).await?;
         let message = match reply.first().map(String::as_str) {
-            Some("m") => reply.get(1).and_then(|v| {
-                let (m, parts) = v.rsplit_once('|')?;
-                Some((m.to_owned(), parts.parse().ok()?))
-            }),
+            Some("m") => reply.get(1).and_then(|v| ReceiptOf::decode(v)),
             _ => None,
         };
         let learned = reply
