@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Engine, status_of_stat};
-use crate::outbox::{Body, Job, Priority};
+use crate::outbox::Job;
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
 use crate::store::{
     DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
@@ -403,20 +403,7 @@ impl Engine {
         }
         Ok(Some(Job {
             exclude: Some(smsc.to_owned()),
-            ..Job::new(
-                message_id.to_owned(),
-                v.phone.clone(),
-                Body::Code {
-                    verification_id: v.id.clone(),
-                    digits: v.digits,
-                    locale: v.locale,
-                    ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
-                    key_id: v.key_id.clone(),
-                },
-                v.expires_at_ms,
-                Priority::Code,
-                route,
-            )
+            ..crate::otp::job::code_job(&v, message_id, route)
         }))
     }
 }
