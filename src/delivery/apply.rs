@@ -8,7 +8,7 @@ use crate::outbox::Job;
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
 use crate::store::{
     DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
-    Status,
+    ReceiptPart, Status,
 };
 
 /// Why a message is `submitted` with nothing more to come.
@@ -171,10 +171,10 @@ impl Engine {
         else {
             return Vec::new();
         };
-        if status_of_stat(&stat).is_none() {
+        let Some(status) = status_of_stat(&stat) else {
             ack.answer_into(0, acks);
             return Vec::new();
-        }
+        };
         if !self.may_try_store() {
             metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                 .increment(1);
@@ -182,12 +182,26 @@ impl Engine {
             return Vec::new();
         }
         let now_ms = self.tracker.clock.now_ms();
-        let matched = self
-            .tracker
-            .store
-            .messages
-            .match_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, now_ms)
+        let store = &self.tracker.store.messages;
+        // Matched and applied in one step where the store can; else matched, then applied.
+        let part = ReceiptPart {
+            status,
+            error: part_error(status, &stat),
+            at_ms: now_ms,
+        };
+        let one = store
+            .record_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, &part)
             .await;
+        let (matched, outcome) = match one {
+            Ok(Some(r)) => (Ok(r.matched), r.outcome),
+            Ok(None) => (
+                store
+                    .match_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, now_ms)
+                    .await,
+                None,
+            ),
+            Err(e) => (Err(e), None),
+        };
         self.mark(matched.is_ok());
         let matched = matched.map(|m| self.learned(&smsc, m));
         match matched {
@@ -202,6 +216,13 @@ impl Engine {
             Ok((None, replays)) => {
                 tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
                 ack.answer_into(0, acks);
+                self.apply_all(replays, acks).await
+            }
+            Ok((Some(_), replays)) if outcome.is_some() => {
+                ack.answer_into(0, acks);
+                if let Some(PartOutcome::Final(s)) = outcome {
+                    metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => s.as_str()).increment(1);
+                }
                 self.apply_all(replays, acks).await
             }
             Ok((Some(of), mut replays)) => {
@@ -319,7 +340,7 @@ impl Engine {
         let part = PartReceipt {
             parts: of.parts,
             status,
-            error: (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}")),
+            error: part_error(status, &stat),
             resend: resend_job.is_some(),
             at_ms: now_ms,
             send: of.send,
@@ -406,6 +427,11 @@ impl Engine {
             ..crate::otp::job::code_job(&v, message_id, route)
         }))
     }
+}
+
+/// What a part's receipt says when it was not delivered (e.g. `receipt stat UNDELIV`).
+fn part_error(status: DeliveryStatus, stat: &str) -> Option<String> {
+    (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}"))
 }
 
 /// The SMSC ids receipts can be matched on: distinct and non-empty, in part order. An SMSC that

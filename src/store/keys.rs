@@ -5,8 +5,8 @@
 //! |---|---|---|---|
 //! | `v:{tag}:ver_…` | hash | a verification | `create.lua`, `check.lua`, `resend.lua` |
 //! | `s:{tag}:<hex>` | string | the subject index: latest verification id of (client, purpose, account or phone), a keyed hash so no key names a number | `create.lua` |
-//! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, a `HSET` pipeline |
-//! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
+//! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, `record_submitted.lua`, `record_receipt.lua` (single Redis: the key built from the matched id, not in KEYS), a `HSET` pipeline |
+//! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts\|send" by SMSC and canonical SMSC id | `correlate.lua`, `record_submitted.lua`, `match_receipt.lua`, `record_receipt.lua` |
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation, by canonical id | `correlate.lua`, `match_receipt.lua` |
 //! | `ri:{smsc-<name>}` | hash | the SMSC's learned receipt-id rule (`r`) and votes (`v:s`, `v:h`, `v:d`) | `correlate.lua`, `match_receipt.lua` |
 //! | `rp:{smsc-<name>}` | hash | receipts kept while the rule is unknown: receipt id → stat | `correlate.lua`, `match_receipt.lua` |
@@ -47,6 +47,12 @@ impl Keys {
     /// The subject index of `subject` (hex) in slot `tag`.
     pub fn subject(&self, tag: &str, subject: &str) -> String {
         format!("{}s:{{{tag}}}:{subject}", self.prefix)
+    }
+
+    /// The prefix of every key (`lua/record_receipt.lua` builds a message's key from it the way
+    /// [`Keys::message`] does).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// A message's hash; `None` for a malformed id.

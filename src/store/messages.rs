@@ -263,6 +263,24 @@ pub struct Correlated {
     pub learned: Learned,
 }
 
+/// A final receipt, as [`MessageStore::record_receipt`] applies it to the message it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptPart {
+    /// The part's final state (never `queued` or `submitted`).
+    pub status: DeliveryStatus,
+    pub error: Option<String>,
+    pub at_ms: i64,
+}
+
+/// What [`MessageStore::record_receipt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRecorded {
+    pub matched: ReceiptMatch,
+    /// What the part did to its message; `None` when matched but not applied (an
+    /// undeliverable part of a first send: the caller decides on its re-send).
+    pub outcome: Option<PartOutcome>,
+}
+
 /// The message a receipt is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptOf {
@@ -345,6 +363,21 @@ pub trait MessageStore: Send + Sync {
         stat: &'a str,
         now_ms: i64,
     ) -> BoxFuture<'a, Result<ReceiptMatch, Error>>;
+
+    /// [`MessageStore::match_receipt`] and, unless the part is an undeliverable part of a
+    /// first send (whose re-send the caller decides), [`MessageStore::record_part`] on the
+    /// matched message, in one step, where the store can (a single Redis server: one round
+    /// trip). `None`: not here; call the two.
+    fn record_receipt<'a>(
+        &'a self,
+        _smsc: &'a str,
+        _rule: ReceiptIds,
+        _smsc_id: &'a str,
+        _stat: &'a str,
+        _part: &'a ReceiptPart,
+    ) -> BoxFuture<'a, Result<Option<ReceiptRecorded>, Error>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// Applies one part's final receipt: a message is `delivered` when all `parts` of its
     /// current send are, and otherwise final at its first part that is not; with `resend`, an

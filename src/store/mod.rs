@@ -35,7 +35,8 @@ pub use events::{AccountEvent, EventKind, EventStore};
 pub use messages::{
     CORRELATION_TTL_MS, Correlated, DeliveryStatus, LEARN_VOTES, Learned, MessageRecord,
     MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds,
-    ReceiptMatch, ReceiptOf, normalize_id, receipt_candidates, receipt_forms,
+    ReceiptMatch, ReceiptOf, ReceiptPart, ReceiptRecorded, normalize_id, receipt_candidates,
+    receipt_forms,
 };
 pub use verifications::{
     CheckRequest, Checked, CodeProof, ResendOutcome, Status, Verification, VerificationStore,

@@ -41,6 +41,7 @@ struct Scripts {
     correlate: Script,
     match_receipt: Script,
     record_submitted: Script,
+    record_receipt: Script,
     record_part: Script,
     append_event: Script,
 }
@@ -64,7 +65,12 @@ impl RedisStore {
                 correlate: receipts::script(include_str!("lua/correlate.lua")),
                 match_receipt: receipts::script(include_str!("lua/match_receipt.lua")),
                 record_submitted: receipts::script(include_str!("lua/record_submitted.lua")),
-                record_part: Script::new(include_str!("lua/record_part.lua")),
+                record_part: receipts::with_part(include_str!("lua/record_part.lua")),
+                record_receipt: receipts::with_part(&format!(
+                    "{}\n{}",
+                    include_str!("lua/receipt_rule.lua"),
+                    include_str!("lua/record_receipt.lua")
+                )),
                 append_event: with_events(include_str!("lua/append_event.lua")),
             }),
         })
@@ -471,6 +477,16 @@ impl MessageStore for RedisStore {
         _now_ms: i64,
     ) -> BoxFuture<'a, Result<ReceiptMatch, Error>> {
         Box::pin(self.find_receipt(smsc, rule, smsc_id, stat))
+    }
+    fn record_receipt<'a>(
+        &'a self,
+        smsc: &'a str,
+        rule: ReceiptIds,
+        smsc_id: &'a str,
+        stat: &'a str,
+        part: &'a super::ReceiptPart,
+    ) -> BoxFuture<'a, Result<Option<super::ReceiptRecorded>, Error>> {
+        Box::pin(self.receipt_in_one(smsc, rule, smsc_id, stat, part))
     }
     fn record_part<'a>(
         &'a self,

@@ -9,7 +9,7 @@ use super::{Conn, RedisStore};
 use crate::store::{
     CORRELATION_TTL_MS, Correlated, DeliveryStatus, Error, LEARN_VOTES, Learned, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
-    normalize_id, receipt_candidates, receipt_forms,
+    ReceiptPart, ReceiptRecorded, normalize_id, receipt_candidates, receipt_forms,
 };
 
 /// A receipt script: `lua/receipt_rule.lua`'s vote prepended.
@@ -18,6 +18,11 @@ pub(super) fn script(body: &str) -> Script {
         "{}\n{body}",
         include_str!("../lua/receipt_rule.lua")
     ))
+}
+
+/// A script that applies parts: `lua/part.lua`'s `apply_part` prepended.
+pub(super) fn with_part(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("../lua/part.lua")))
 }
 
 /// Per canonical id, the forms a receipt may write it in while the rule is unknown: one
@@ -170,13 +175,15 @@ impl RedisStore {
         })
     }
 
-    pub(super) async fn find_receipt(
+    /// `match_receipt.lua`'s keys and arguments; `None` when no form of the id can match.
+    fn receipt_invocation<'s>(
         &self,
+        script: &'s Script,
         smsc: &str,
         rule: ReceiptIds,
         smsc_id: &str,
         stat: &str,
-    ) -> Result<ReceiptMatch, Error> {
+    ) -> Option<redis::ScriptInvocation<'s>> {
         let forms: Vec<(String, String)> = match rule {
             ReceiptIds::Auto => receipt_candidates(smsc_id)
                 .into_iter()
@@ -189,9 +196,9 @@ impl RedisStore {
                 .collect(),
         };
         if forms.is_empty() {
-            return Ok(ReceiptMatch::default());
+            return None;
         }
-        let mut inv = self.scripts.match_receipt.prepare_invoke();
+        let mut inv = script.prepare_invoke();
         inv.key(self.keys.receipt_rule(smsc))
             .key(self.keys.receipt_pool(smsc));
         for (f, _) in &forms {
@@ -208,24 +215,65 @@ impl RedisStore {
         for (_, rules) in &forms {
             inv.arg(rules);
         }
+        Some(inv)
+    }
+
+    pub(super) async fn find_receipt(
+        &self,
+        smsc: &str,
+        rule: ReceiptIds,
+        smsc_id: &str,
+        stat: &str,
+    ) -> Result<ReceiptMatch, Error> {
+        let script = &self.scripts.match_receipt;
+        let Some(mut inv) = self.receipt_invocation(script, smsc, rule, smsc_id, stat) else {
+            return Ok(ReceiptMatch::default());
+        };
         let reply: Vec<String> = self.run(&mut inv).await?;
-        let message = match reply.first().map(String::as_str) {
-            Some("m") => reply.get(1).and_then(|v| ReceiptOf::decode(v)),
+        Ok(receipt_match(&reply, 2))
+    }
+
+    /// `record_receipt.lua`: one round trip, on a single Redis only.
+    pub(super) async fn receipt_in_one(
+        &self,
+        smsc: &str,
+        rule: ReceiptIds,
+        smsc_id: &str,
+        stat: &str,
+        part: &ReceiptPart,
+    ) -> Result<Option<ReceiptRecorded>, Error> {
+        if !matches!(self.conn, Conn::Single(_)) {
+            return Ok(None);
+        }
+        let script = &self.scripts.record_receipt;
+        let Some(mut inv) = self.receipt_invocation(script, smsc, rule, smsc_id, stat) else {
+            return Ok(Some(ReceiptRecorded {
+                matched: ReceiptMatch::default(),
+                outcome: None,
+            }));
+        };
+        inv.arg(self.keys.prefix())
+            .arg(part.status.as_str())
+            .arg(part.error.clone().unwrap_or_default())
+            .arg(part.at_ms);
+        let reply: Vec<String> = self.run(&mut inv).await?;
+        let matched = receipt_match(&reply, 3);
+        let outcome = match reply.get(2).map(String::as_str) {
+            _ if matched.message.is_none() => None,
+            Some("final") => Some(PartOutcome::Final(part.status)),
+            Some("pending") => Some(PartOutcome::Pending),
             _ => None,
         };
-        let learned = reply
-            .get(2)
-            .and_then(|l| ReceiptIds::from_letter(l))
-            .map(|r| {
-                let pool = reply[3..]
-                    .chunks(2)
-                    .filter_map(|p| match p {
-                        [id, stat] => Some((id.clone(), stat.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                (r, pool)
-            });
-        Ok(ReceiptMatch { message, learned })
+        Ok(Some(ReceiptRecorded { matched, outcome }))
     }
+}
+
+/// A `receipt_match` reply; the learned rule and pool start at `learned_at`.
+fn receipt_match(reply: &[String], learned_at: usize) -> ReceiptMatch {
+    let message = match reply.first().map(String::as_str) {
+        Some("m") => reply.get(1).and_then(|v| ReceiptOf::decode(v)),
+        _ => None,
+    };
+    let learned = learned(reply.get(learned_at..).unwrap_or_default());
+    ReceiptMatch { message, learned }
 }
