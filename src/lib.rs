@@ -232,12 +232,9 @@ pub async fn run(
             )
         }
     };
-    // Receipt and submit results: concurrent shards with Redis; one with the memory store,
-    // whose correlate/match_receipt are not atomic with each other.
-    let delivery_shards = match config.store.backend {
-        StoreBackend::Memory => 1,
-        StoreBackend::Redis => 16,
-    };
+    // Receipt and submit results: concurrent shards (the stores' correlate/match_receipt are
+    // atomic with each other).
+    let delivery_shards = 16;
     let delivery_stop = CancellationToken::new();
     outbox.set_stale_check(outbox::stale::StaleCheck {
         messages: store.messages.clone(),

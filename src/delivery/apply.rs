@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use super::{Engine, status_of_stat};
-use crate::outbox::{Body, Job, Priority};
+use crate::outbox::Job;
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
-use crate::store::{DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, Status};
+use crate::store::{
+    DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
+    ReceiptPart, Status,
+};
 
 /// Why a message is `submitted` with nothing more to come.
 const NO_RECEIPT_ID: &str = "the SMSC gave no message id: no receipt can be matched";
@@ -14,18 +17,19 @@ const NO_RECEIPT_ID: &str = "the SMSC gave no message id: no receipt can be matc
 /// Work for the store.
 pub(super) enum Step {
     Event(DeliveryEvent),
-    /// A message's status is `submitted`; its receipt ids are still to be recorded.
-    Correlate {
-        message_id: String,
+    /// A receipt kept while its SMSC's `receipt_ids` rule was unknown (already answered), to
+    /// match again under the rule just learned.
+    Replay {
         smsc: Arc<str>,
-        ids: Vec<String>,
+        rule: ReceiptIds,
+        smsc_id: String,
+        stat: String,
     },
     /// A final receipt matched to its message (the correlation is taken: only this step knows
     /// it any more), to record; its SMSC is answered after.
     Final {
         smsc: Arc<str>,
-        message_id: String,
-        parts: u32,
+        of: ReceiptOf,
         stat: String,
         ack: Option<ReceiptAck>,
     },
@@ -37,53 +41,44 @@ impl Engine {
     pub(super) async fn apply(&self, step: Step, acks: &mut AckBatch) -> Vec<Step> {
         match step {
             Step::Event(ev) => self.event(ev, acks).await,
-            Step::Correlate {
-                message_id,
+            Step::Replay {
                 smsc,
-                ids,
-            } => self.correlate(message_id, smsc, ids, acks).await,
+                rule,
+                smsc_id,
+                stat,
+            } => self.replay(smsc, rule, smsc_id, stat, acks).await,
             Step::Final {
                 smsc,
-                message_id,
-                parts,
+                of,
                 stat,
                 ack,
-            } => {
-                self.final_receipt(smsc, message_id, parts, stat, ack, acks)
-                    .await
-            }
+            } => self.final_receipt(smsc, of, stat, ack, acks).await,
         }
     }
 
     async fn event(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
         let now_ms = self.tracker.clock.now_ms();
-        let update = match &ev {
-            DeliveryEvent::Submitted {
-                smsc_message_ids, ..
-            } => MessageUpdate {
-                status: DeliveryStatus::Submitted,
-                at_ms: now_ms,
-                error: receipt_ids(smsc_message_ids)
-                    .is_empty()
-                    .then(|| NO_RECEIPT_ID.to_owned()),
-            },
-            DeliveryEvent::Failed { error, .. } => MessageUpdate {
-                status: DeliveryStatus::Failed,
-                at_ms: now_ms,
-                error: Some(error.clone()),
-            },
-            DeliveryEvent::Expired { .. } => MessageUpdate {
-                status: DeliveryStatus::Expired,
-                at_ms: now_ms,
-                error: Some("validity ended before an SMSC accepted it".into()),
-            },
+        let (message_id, update) = match &ev {
+            DeliveryEvent::Submitted { .. } => return self.submitted(ev, acks).await,
             DeliveryEvent::Receipt { .. } => return self.receipt(ev, acks).await,
-        };
-        let message_id = match &ev {
-            DeliveryEvent::Submitted { message_id, .. }
-            | DeliveryEvent::Failed { message_id, .. }
-            | DeliveryEvent::Expired { message_id } => message_id,
-            DeliveryEvent::Receipt { .. } => return Vec::new(),
+            DeliveryEvent::Failed {
+                message_id, error, ..
+            } => (
+                message_id,
+                MessageUpdate {
+                    status: DeliveryStatus::Failed,
+                    at_ms: now_ms,
+                    error: Some(error.clone()),
+                },
+            ),
+            DeliveryEvent::Expired { message_id } => (
+                message_id,
+                MessageUpdate {
+                    status: DeliveryStatus::Expired,
+                    at_ms: now_ms,
+                    error: Some("validity ended before an SMSC accepted it".into()),
+                },
+            ),
         };
         let done = self
             .tracker
@@ -96,75 +91,73 @@ impl Engine {
             tracing::debug!(error = %e, "message status not recorded; parked");
             return vec![Step::Event(ev)];
         }
-        match ev {
-            DeliveryEvent::Submitted {
-                message_id,
-                smsc,
-                smsc_message_ids,
-            } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted").increment(1);
-                let ids = receipt_ids(&smsc_message_ids);
-                if ids.is_empty() {
-                    tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
-                    return Vec::new();
-                }
-                self.correlate(message_id, smsc, ids, acks).await
-            }
-            DeliveryEvent::Failed { smsc, .. } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "failed").increment(1);
-                Vec::new()
-            }
-            DeliveryEvent::Expired { .. } => {
-                metrics::counter!("otpgate_sms_total", "smsc" => "none", "status" => "expired")
-                    .increment(1);
-                Vec::new()
-            }
-            DeliveryEvent::Receipt { .. } => Vec::new(),
-        }
+        let smsc = match &ev {
+            DeliveryEvent::Failed { smsc, .. } => smsc.to_string(),
+            _ => "none".to_owned(),
+        };
+        metrics::counter!("otpgate_sms_total", "smsc" => smsc, "status" => update.status.as_str())
+            .increment(1);
+        Vec::new()
     }
 
-    async fn correlate(
-        &self,
-        message_id: String,
-        smsc: Arc<str>,
-        ids: Vec<String>,
-        acks: &mut AckBatch,
-    ) -> Vec<Step> {
-        let now_ms = self.tracker.clock.now_ms();
-        let early = self
+    /// `submitted` and the receipt ids, in one store call; then the receipts that came first.
+    async fn submitted(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
+        let DeliveryEvent::Submitted {
+            message_id,
+            smsc,
+            smsc_message_ids,
+        } = &ev
+        else {
+            return Vec::new();
+        };
+        let ids = receipt_ids(smsc_message_ids);
+        let update = MessageUpdate {
+            status: DeliveryStatus::Submitted,
+            at_ms: self.tracker.clock.now_ms(),
+            error: ids.is_empty().then(|| NO_RECEIPT_ID.to_owned()),
+        };
+        let done = self
             .tracker
             .store
             .messages
-            .correlate(&smsc, &ids, &message_id, now_ms)
+            .record_submitted(message_id, smsc, &ids, &update)
             .await;
-        self.mark(early.is_ok());
-        let early = match early {
-            Ok(early) => early,
+        self.mark(done.is_ok());
+        let done = match done {
+            Ok(done) => done,
             Err(e) => {
-                tracing::debug!(error = %e, "receipt ids not recorded; parked");
-                return vec![Step::Correlate {
-                    message_id,
-                    smsc,
-                    ids,
-                }];
+                tracing::debug!(error = %e, "message status not recorded; parked");
+                return vec![Step::Event(ev)];
             }
         };
-        let mut left = Vec::new();
-        for stat in early {
-            let step = Step::Final {
+        metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted")
+            .increment(1);
+        if ids.is_empty() {
+            tracing::warn!(smsc = %smsc, message_id = %message_id, "{NO_RECEIPT_ID}");
+        }
+        let (_, replays) = self.learned(
+            smsc,
+            ReceiptMatch {
+                message: None,
+                learned: done.learned,
+            },
+        );
+        let steps: Vec<Step> = done
+            .early
+            .into_iter()
+            .map(|stat| Step::Final {
                 smsc: smsc.clone(),
-                message_id: message_id.clone(),
-                parts: ids.len() as u32,
+                of: ReceiptOf {
+                    message_id: message_id.clone(),
+                    parts: ids.len() as u32,
+                    send: done.send,
+                },
                 stat,
                 ack: None,
-            };
-            if left.is_empty() {
-                left = Box::pin(self.apply(step, acks)).await;
-            } else {
-                left.push(step);
-            }
-        }
-        left
+            })
+            .chain(replays)
+            .collect();
+        self.apply_all(steps, acks).await
     }
 
     async fn receipt(&self, ev: DeliveryEvent, acks: &mut AckBatch) -> Vec<Step> {
@@ -172,15 +165,16 @@ impl Engine {
             smsc,
             smsc_message_id,
             stat,
+            receipt_ids,
             ack,
         } = ev
         else {
             return Vec::new();
         };
-        if status_of_stat(&stat).is_none() {
+        let Some(status) = status_of_stat(&stat) else {
             ack.answer_into(0, acks);
             return Vec::new();
-        }
+        };
         if !self.may_try_store() {
             metrics::counter!("otpgate_receipts_deferred_total", "smsc" => smsc.to_string())
                 .increment(1);
@@ -188,13 +182,28 @@ impl Engine {
             return Vec::new();
         }
         let now_ms = self.tracker.clock.now_ms();
-        let matched = self
-            .tracker
-            .store
-            .messages
-            .match_receipt(&smsc, &smsc_message_id, &stat, now_ms)
+        let store = &self.tracker.store.messages;
+        // Matched and applied in one step where the store can; else matched, then applied.
+        let part = ReceiptPart {
+            status,
+            error: part_error(status, &stat),
+            at_ms: now_ms,
+        };
+        let one = store
+            .record_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, &part)
             .await;
+        let (matched, outcome) = match one {
+            Ok(Some(r)) => (Ok(r.matched), r.outcome),
+            Ok(None) => (
+                store
+                    .match_receipt(&smsc, receipt_ids, &smsc_message_id, &stat, now_ms)
+                    .await,
+                None,
+            ),
+            Err(e) => (Err(e), None),
+        };
         self.mark(matched.is_ok());
+        let matched = matched.map(|m| self.learned(&smsc, m));
         match matched {
             Err(e) => {
                 // Not kept: the SMSC must send it again.
@@ -204,23 +213,100 @@ impl Engine {
                 ack.answer_into(ESME_RX_T_APPN, acks);
                 Vec::new()
             }
-            Ok(None) => {
+            Ok((None, replays)) => {
                 tracing::debug!(smsc = %smsc, "receipt before its submit_sm_resp; kept");
                 ack.answer_into(0, acks);
-                Vec::new()
+                self.apply_all(replays, acks).await
             }
-            Ok(Some((message_id, parts))) => {
-                self.final_receipt(smsc, message_id, parts, stat, Some(ack), acks)
-                    .await
+            Ok((Some(_), replays)) if outcome.is_some() => {
+                ack.answer_into(0, acks);
+                if let Some(PartOutcome::Final(s)) = outcome {
+                    metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => s.as_str()).increment(1);
+                }
+                self.apply_all(replays, acks).await
             }
+            Ok((Some(of), mut replays)) => {
+                let mut left = self.final_receipt(smsc, of, stat, Some(ack), acks).await;
+                if left.is_empty() {
+                    left = self.apply_all(replays, acks).await;
+                } else {
+                    left.append(&mut replays);
+                }
+                left
+            }
+        }
+    }
+
+    /// A match, and the receipts to match again when it fixed the SMSC's rule.
+    fn learned(&self, smsc: &Arc<str>, m: ReceiptMatch) -> (Option<ReceiptOf>, Vec<Step>) {
+        let replays = match m.learned {
+            None => Vec::new(),
+            Some((rule, pool)) => {
+                tracing::info!(smsc = %smsc, rule = rule.letter(), kept = pool.len(), "receipt_ids learned for this SMSC");
+                pool.into_iter()
+                    .map(|(smsc_id, stat)| Step::Replay {
+                        smsc: smsc.clone(),
+                        rule,
+                        smsc_id,
+                        stat,
+                    })
+                    .collect()
+            }
+        };
+        (m.message, replays)
+    }
+
+    /// Applies steps in order; returns the first that the store could not take and the rest.
+    async fn apply_all(&self, steps: Vec<Step>, acks: &mut AckBatch) -> Vec<Step> {
+        let mut left = Vec::new();
+        for step in steps {
+            if left.is_empty() {
+                left = Box::pin(self.apply(step, acks)).await;
+            } else {
+                left.push(step);
+            }
+        }
+        left
+    }
+
+    /// A receipt kept while the rule was unknown, matched again under it.
+    async fn replay(
+        &self,
+        smsc: Arc<str>,
+        rule: ReceiptIds,
+        smsc_id: String,
+        stat: String,
+        acks: &mut AckBatch,
+    ) -> Vec<Step> {
+        let now_ms = self.tracker.clock.now_ms();
+        let matched = self
+            .tracker
+            .store
+            .messages
+            .match_receipt(&smsc, rule, &smsc_id, &stat, now_ms)
+            .await;
+        self.mark(matched.is_ok());
+        match matched {
+            Err(e) => {
+                tracing::debug!(error = %e, "kept receipt not matched again; parked");
+                vec![Step::Replay {
+                    smsc,
+                    rule,
+                    smsc_id,
+                    stat,
+                }]
+            }
+            Ok(ReceiptMatch {
+                message: Some(of), ..
+            }) => self.final_receipt(smsc, of, stat, None, acks).await,
+            Ok(ReceiptMatch { message: None, .. }) => Vec::new(),
         }
     }
 
     async fn final_receipt(
         &self,
         smsc: Arc<str>,
-        message_id: String,
-        parts: u32,
+        of: ReceiptOf,
         stat: String,
         ack: Option<ReceiptAck>,
         acks: &mut AckBatch,
@@ -232,8 +318,9 @@ impl Engine {
             return Vec::new();
         };
         let now_ms = self.tracker.clock.now_ms();
-        let resend_job = if status == DeliveryStatus::Undeliverable {
-            let job = self.resend_job(&smsc, &message_id, now_ms).await;
+        // Only the first send goes once more.
+        let resend_job = if status == DeliveryStatus::Undeliverable && of.send == 0 {
+            let job = self.resend_job(&smsc, &of.message_id, now_ms).await;
             self.mark(job.is_ok());
             match job {
                 Ok(job) => job,
@@ -241,8 +328,7 @@ impl Engine {
                     tracing::debug!(error = %e, "receipt not recorded; parked");
                     return vec![Step::Final {
                         smsc,
-                        message_id,
-                        parts,
+                        of,
                         stat,
                         ack,
                     }];
@@ -252,17 +338,18 @@ impl Engine {
             None
         };
         let part = PartReceipt {
-            parts,
+            parts: of.parts,
             status,
-            error: (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}")),
+            error: part_error(status, &stat),
             resend: resend_job.is_some(),
             at_ms: now_ms,
+            send: of.send,
         };
         let outcome = self
             .tracker
             .store
             .messages
-            .record_part(&message_id, &part)
+            .record_part(&of.message_id, &part)
             .await;
         self.mark(outcome.is_ok());
         let outcome = match outcome {
@@ -271,8 +358,7 @@ impl Engine {
                 tracing::debug!(error = %e, "receipt not recorded; parked");
                 return vec![Step::Final {
                     smsc,
-                    message_id,
-                    parts,
+                    of,
                     stat,
                     ack,
                 }];
@@ -290,9 +376,9 @@ impl Engine {
                 if let Some(job) = resend_job {
                     metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_string())
                         .increment(1);
-                    tracing::info!(smsc = %smsc, message_id = %message_id, "undeliverable code SMS sent again via another SMSC");
+                    tracing::info!(smsc = %smsc, message_id = %of.message_id, "undeliverable code SMS sent again via another SMSC");
                     if let Err(e) = self.tracker.outbox.push(job).await {
-                        tracing::warn!(message_id = %message_id, error = %e, "could not queue the re-send");
+                        tracing::warn!(message_id = %of.message_id, error = %e, "could not queue the re-send");
                     }
                 }
             }
@@ -338,22 +424,14 @@ impl Engine {
         }
         Ok(Some(Job {
             exclude: Some(smsc.to_owned()),
-            ..Job::new(
-                message_id.to_owned(),
-                v.phone.clone(),
-                Body::Code {
-                    verification_id: v.id.clone(),
-                    digits: v.digits,
-                    locale: v.locale,
-                    ttl_secs: ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64,
-                    key_id: v.key_id.clone(),
-                },
-                v.expires_at_ms,
-                Priority::Code,
-                route,
-            )
+            ..crate::otp::job::code_job(&v, message_id, route)
         }))
     }
+}
+
+/// What a part's receipt says when it was not delivered (e.g. `receipt stat UNDELIV`).
+fn part_error(status: DeliveryStatus, stat: &str) -> Option<String> {
+    (status != DeliveryStatus::Delivered).then(|| format!("receipt stat {stat}"))
 }
 
 /// The SMSC ids receipts can be matched on: distinct and non-empty, in part order. An SMSC that

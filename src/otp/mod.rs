@@ -7,6 +7,7 @@
 pub mod challenge;
 pub mod codes;
 pub mod config;
+pub mod job;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use unicode_normalization::UnicodeNormalization;
 use crate::config::OtpConfig;
 use crate::ids;
 use crate::limits::{Limiter, Plan, Refused, Subject};
-use crate::outbox::{Body, Composer, Job, Outbox, Priority, Routing};
+use crate::outbox::{Composer, Job, Outbox, Routing};
 use crate::phone::Phone;
 use crate::purpose::Purpose;
 use crate::sms::{self, Locale};
@@ -448,27 +449,12 @@ impl Verifications {
         route: String,
         now_ms: i64,
     ) -> (Job, MessageRecord) {
-        let ttl_secs = ((v.expires_at_ms - v.created_at_ms) / 1000).max(1) as u64;
-        let body = Body::Code {
-            verification_id: v.id.clone(),
-            digits: v.digits,
-            locale: v.locale,
-            ttl_secs,
-            key_id: v.key_id.clone(),
-        };
+        let job = job::code_job(v, message_id, route);
         // Rendered here only to know the encoding and parts; the session renders it again. A
         // new verification is made under the current key, which always renders.
-        let seg = sms::split(&self.composer.render(&body).unwrap_or_default());
-        let parts = self.routing.parts_on(&route, &seg);
+        let seg = sms::split(&self.composer.render(&job.body).unwrap_or_default());
+        let parts = self.routing.parts_on(&job.route, &seg);
         let record = MessageRecord::queued(message_id, &v.client, &v.id, seg.coding, parts, now_ms);
-        let job = Job::new(
-            message_id.to_owned(),
-            v.phone.clone(),
-            body,
-            v.expires_at_ms,
-            Priority::Code,
-            route,
-        );
         (job, record)
     }
 }

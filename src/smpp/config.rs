@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{Issues, Secret, duration};
+pub use crate::store::ReceiptIds;
 
 /// SMPP 3.4 field sizes (C-octet strings, without the terminating NUL).
 pub const MAX_SYSTEM_ID: usize = 15;
@@ -46,6 +47,8 @@ pub struct SmscConfig {
     pub source_addr: String,
     pub routes: Vec<String>,
     pub long_messages: LongMessages,
+    /// How its receipt ids relate to its `submit_sm_resp` ids (contract §6 "Receipt ids").
+    pub receipt_ids: ReceiptIds,
 }
 
 impl Default for SmscConfig {
@@ -65,6 +68,7 @@ impl Default for SmscConfig {
             source_addr: "OneAccount".into(),
             routes: Vec::new(),
             long_messages: LongMessages::Udh,
+            receipt_ids: ReceiptIds::Auto,
         }
     }
 }

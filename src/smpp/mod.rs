@@ -44,6 +44,8 @@ pub enum DeliveryEvent {
         smsc: Arc<str>,
         smsc_message_id: String,
         stat: String,
+        /// The SMSC's `receipt_ids` setting.
+        receipt_ids: crate::store::ReceiptIds,
         ack: ReceiptAck,
     },
 }

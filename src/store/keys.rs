@@ -5,9 +5,11 @@
 //! |---|---|---|---|
 //! | `v:{tag}:ver_…` | hash | a verification | `create.lua`, `check.lua`, `resend.lua` |
 //! | `s:{tag}:<hex>` | string | the subject index: latest verification id of (client, purpose, account or phone), a keyed hash so no key names a number | `create.lua` |
-//! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, a `HSET` pipeline |
-//! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts" by SMSC and normalised SMSC id | `correlate.lua`, `match_receipt.lua` |
-//! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation | `correlate.lua`, `match_receipt.lua` |
+//! | `m:{tag}:msg_…` | hash | an SMS record | `create.lua`, `resend.lua`, `update_message.lua`, `record_part.lua`, `record_submitted.lua`, `record_receipt.lua` (single Redis: the key built from the matched id, not in KEYS), a `HSET` pipeline |
+//! | `c:{smsc-<name>}:<id>` | string | receipt correlation: "msg id\|parts\|send" by SMSC and canonical SMSC id | `correlate.lua`, `record_submitted.lua`, `match_receipt.lua`, `record_receipt.lua` |
+//! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation, by canonical id | `correlate.lua`, `match_receipt.lua` |
+//! | `ri:{smsc-<name>}` | hash | the SMSC's learned receipt-id rule (`r`) and votes (`v:s`, `v:h`, `v:d`) | `correlate.lua`, `match_receipt.lua` |
+//! | `rp:{smsc-<name>}` | hash | receipts kept while the rule is unknown: receipt id → stat | `correlate.lua`, `match_receipt.lua` |
 //! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `XREADGROUP`, `move_due.lua`, `touch.lua`, `claim.lua`, `reap.lua` (group `otpgate`) |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `a:{tag}:act_…` | hash | an activation (no code, no numbers: keyed hashes) | `act_issue.lua`, `act_redeem.lua` |
@@ -55,6 +57,12 @@ impl Keys {
         format!("{}s:{{{tag}}}:{subject}", self.prefix)
     }
 
+    /// The prefix of every key (`lua/record_receipt.lua` builds a message's key from it the way
+    /// [`Keys::message`] does).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// A message's hash; `None` for a malformed id.
     pub fn message(&self, id: &str) -> Option<String> {
         ids::parse("msg", id).map(|tag| format!("{}m:{{{tag}}}:{id}", self.prefix))
@@ -68,6 +76,16 @@ impl Keys {
     /// A receipt kept until its correlation is known.
     pub fn orphan_receipt(&self, smsc: &str, form: &str) -> String {
         format!("{}o:{{smsc-{smsc}}}:{form}", self.prefix)
+    }
+
+    /// An SMSC's learned receipt-id rule and its votes.
+    pub fn receipt_rule(&self, smsc: &str) -> String {
+        format!("{}ri:{{smsc-{smsc}}}", self.prefix)
+    }
+
+    /// An SMSC's receipts kept while its rule is unknown.
+    pub fn receipt_pool(&self, smsc: &str) -> String {
+        format!("{}rp:{{smsc-{smsc}}}", self.prefix)
     }
 
     /// The outbox stream of a route (`""`: the default route) and priority.

@@ -7,9 +7,8 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
-    MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS,
-    Verification, smsc_id_forms,
+    BoxFuture, DeliveryStatus, Error, Health, MessageRecord, MessageStore, MessageUpdate,
+    PartOutcome, PartReceipt, RETENTION_AFTER_EXPIRY_MS, ReceiptIds, ReceiptMatch, Verification,
 };
 
 pub mod activations;
@@ -17,6 +16,7 @@ pub mod events;
 pub mod limits;
 pub mod phone_changes;
 pub mod phones;
+pub mod receipts;
 pub mod totp;
 pub mod verifications;
 
@@ -70,10 +70,8 @@ pub struct MemoryStore {
     /// Subject hash → id of its latest verification.
     subjects: Sharded<(String, i64)>,
     messages: Sharded<StoredMessage>,
-    /// (SMSC, SMSC id) → (message id, parts, expiry).
-    correlations: Sharded<(String, u32, i64)>,
-    /// (SMSC, SMSC id) → (receipt stat, expiry), for receipts that came first.
-    orphans: Sharded<(String, i64)>,
+    /// Receipt correlations, orphans and learned id rules.
+    receipts: receipts::Receipts,
     /// Account histories; operations that record an event lock them after their own entry.
     pub(crate) events: events::MemoryEvents,
     activations: activations::MemoryActivations,
@@ -102,10 +100,6 @@ impl StoredMessage {
     }
 }
 
-fn pair_key(smsc: &str, id: &str) -> String {
-    format!("{smsc}\u{1}{id}")
-}
-
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -124,8 +118,7 @@ impl MemoryStore {
             verifications: Sharded::new(),
             subjects: Sharded::new(),
             messages: Sharded::new(),
-            correlations: Sharded::new(),
-            orphans: Sharded::new(),
+            receipts: receipts::Receipts::default(),
             events: events::MemoryEvents::default(),
             activations: Default::default(),
             totp: Default::default(),
@@ -139,8 +132,7 @@ impl MemoryStore {
         self.verifications.retain(|v| v.expires_at_ms > cutoff)
             + self.subjects.retain(|(_, exp)| *exp > now_ms)
             + self.messages.retain(|m| m.expires_at_ms > cutoff)
-            + self.correlations.retain(|(_, _, exp)| *exp > now_ms)
-            + self.orphans.retain(|(_, exp)| *exp > now_ms)
+            + self.receipts.sweep(now_ms)
             + {
                 self.events.sweep(now_ms);
                 self.activations.sweep(now_ms);
@@ -152,60 +144,6 @@ impl MemoryStore {
     /// Verifications held (any status).
     pub fn verification_count(&self) -> usize {
         self.verifications.len()
-    }
-}
-
-impl MemoryStore {
-    fn correlate_parts(
-        &self,
-        smsc: &str,
-        smsc_ids: &[String],
-        message_id: &str,
-        now_ms: i64,
-    ) -> Vec<String> {
-        let mut early = Vec::new();
-        for id in smsc_ids {
-            let Some(norm) = smsc_id_forms(id).into_iter().next() else {
-                continue;
-            };
-            let key = pair_key(smsc, &norm);
-            let orphan = self.orphans.with(&key, |o| o.remove(&key));
-            match orphan {
-                Some((stat, _)) => early.push(stat),
-                None => {
-                    let value = (
-                        message_id.to_owned(),
-                        smsc_ids.len() as u32,
-                        now_ms + CORRELATION_TTL_MS,
-                    );
-                    self.correlations
-                        .with(&key, |c| c.insert(key.clone(), value));
-                }
-            }
-        }
-        early
-    }
-
-    fn find_receipt(
-        &self,
-        smsc: &str,
-        smsc_id: &str,
-        stat: &str,
-        now_ms: i64,
-    ) -> Option<(String, u32)> {
-        let forms = smsc_id_forms(smsc_id);
-        for f in &forms {
-            let key = pair_key(smsc, f);
-            if let Some((m, parts, _)) = self.correlations.with(&key, |c| c.remove(&key)) {
-                return Some((m, parts));
-            }
-        }
-        for f in &forms {
-            let key = pair_key(smsc, f);
-            let value = (stat.to_owned(), now_ms + ORPHAN_RECEIPT_TTL_MS);
-            self.orphans.with(&key, |o| o.insert(key.clone(), value));
-        }
-        None
     }
 }
 
@@ -243,24 +181,38 @@ impl MessageStore for MemoryStore {
         ready(())
     }
 
-    fn correlate<'a>(
+    fn record_submitted<'a>(
         &'a self,
+        message_id: &'a str,
         smsc: &'a str,
         smsc_ids: &'a [String],
-        message_id: &'a str,
-        now_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        ready(self.correlate_parts(smsc, smsc_ids, message_id, now_ms))
+        u: &'a MessageUpdate,
+    ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
+        let send = self.messages.with(message_id, |m| {
+            m.get_mut(message_id).map_or(0, |s| {
+                apply_message_update(&mut s.record, u);
+                u32::from(s.resent)
+            })
+        });
+        let now_ms = u.at_ms;
+        ready(
+            self.receipts
+                .correlate(smsc, smsc_ids, message_id, send, now_ms),
+        )
     }
 
     fn match_receipt<'a>(
         &'a self,
         smsc: &'a str,
+        rule: ReceiptIds,
         smsc_id: &'a str,
         stat: &'a str,
         now_ms: i64,
-    ) -> BoxFuture<'a, Result<Option<(String, u32)>, Error>> {
-        ready(self.find_receipt(smsc, smsc_id, stat, now_ms))
+    ) -> BoxFuture<'a, Result<ReceiptMatch, Error>> {
+        ready(
+            self.receipts
+                .match_receipt(smsc, rule, smsc_id, stat, now_ms),
+        )
     }
 
     fn record_part<'a>(
@@ -286,7 +238,7 @@ impl Health for MemoryStore {
 
 /// The receipt accounting of one message (the Redis script implements the same).
 fn apply_part(s: &mut StoredMessage, part: &PartReceipt) -> PartOutcome {
-    if s.record.status.is_final() {
+    if s.record.status.is_final() || part.send != u32::from(s.resent) {
         return PartOutcome::Pending;
     }
     if part.status == DeliveryStatus::Delivered {
@@ -343,5 +295,43 @@ impl super::EventStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Vec<super::AccountEvent>, Error>> {
         let out = self.events.recent(account, limit, now_ms);
         Box::pin(async move { Ok(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_an_earlier_send_do_not_count() {
+        let rec = MessageRecord::queued("msg_x", "c", "ver_x", crate::sms::Coding::Gsm7, 2, 0);
+        let mut s = StoredMessage::new(rec, 1000);
+        let part = |status, send, resend| PartReceipt {
+            parts: 2,
+            status,
+            error: None,
+            resend,
+            at_ms: 1,
+            send,
+        };
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 0, false)),
+            PartOutcome::Pending
+        );
+        let undeliv = part(DeliveryStatus::Undeliverable, 0, true);
+        assert_eq!(apply_part(&mut s, &undeliv), PartOutcome::Resend);
+        // A late part of the first send, then the re-send's two parts.
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 0, false)),
+            PartOutcome::Pending
+        );
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 1, false)),
+            PartOutcome::Pending
+        );
+        assert_eq!(
+            apply_part(&mut s, &part(DeliveryStatus::Delivered, 1, false)),
+            PartOutcome::Final(DeliveryStatus::Delivered)
+        );
     }
 }

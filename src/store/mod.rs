@@ -39,8 +39,10 @@ pub use activations::ActivationStore;
 pub use events::{AccountEvent, EventKind, EventStore};
 pub use limits::LimitStore;
 pub use messages::{
-    CORRELATION_TTL_MS, DeliveryStatus, MessageRecord, MessageStore, MessageUpdate,
-    ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, smsc_id_forms,
+    CORRELATION_TTL_MS, Correlated, DeliveryStatus, LEARN_VOTES, Learned, MessageRecord,
+    MessageStore, MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds,
+    ReceiptMatch, ReceiptOf, ReceiptPart, ReceiptRecorded, normalize_id, receipt_candidates,
+    receipt_forms,
 };
 pub use phone_changes::{PhoneChange, PhoneChangeStore};
 pub use phones::{AccountPhone, PhoneStore};

@@ -11,14 +11,16 @@ use redis::{FromRedisValue, Script};
 
 use super::keys::Keys;
 use super::{
-    BoxFuture, CORRELATION_TTL_MS, DeliveryStatus, Error, Health, MessageRecord, MessageStore,
-    MessageUpdate, ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, connect, smsc_id_forms,
+    BoxFuture, DeliveryStatus, Error, Health, MessageRecord, MessageStore, MessageUpdate,
+    PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, connect,
 };
 pub mod activations;
 pub mod totp;
 
 pub mod limits;
 pub mod verifications;
+
+mod receipts;
 
 #[derive(Clone)]
 enum Conn {
@@ -42,6 +44,8 @@ struct Scripts {
     update_message: Script,
     correlate: Script,
     match_receipt: Script,
+    record_submitted: Script,
+    record_receipt: Script,
     record_part: Script,
     append_event: Script,
 }
@@ -63,9 +67,15 @@ impl RedisStore {
                 check: with_limits(include_str!("lua/check.lua")),
                 resend: with_limits(include_str!("lua/resend.lua")),
                 update_message: Script::new(include_str!("lua/update_message.lua")),
-                correlate: Script::new(include_str!("lua/correlate.lua")),
-                match_receipt: Script::new(include_str!("lua/match_receipt.lua")),
-                record_part: Script::new(include_str!("lua/record_part.lua")),
+                correlate: receipts::script(include_str!("lua/correlate.lua")),
+                match_receipt: receipts::script(include_str!("lua/match_receipt.lua")),
+                record_submitted: receipts::script(include_str!("lua/record_submitted.lua")),
+                record_part: receipts::with_part(include_str!("lua/record_part.lua")),
+                record_receipt: receipts::with_part(&format!(
+                    "{}\n{}",
+                    include_str!("lua/receipt_rule.lua"),
+                    include_str!("lua/record_receipt.lua")
+                )),
                 append_event: with_events(include_str!("lua/append_event.lua")),
             }),
         })
@@ -170,91 +180,6 @@ impl RedisStore {
         msg_from_fields(id, &f).map(Some)
     }
 
-    async fn update_message(&self, id: &str, u: &MessageUpdate) -> Result<(), Error> {
-        let Some(key) = self.keys.message(id) else {
-            return Ok(());
-        };
-        let time_field = match u.status {
-            DeliveryStatus::Submitted => "sa",
-            DeliveryStatus::Delivered => "da",
-            _ => "",
-        };
-        let mut inv = self.scripts.update_message.prepare_invoke();
-        inv.key(&key)
-            .arg(u.status.as_str())
-            .arg(time_field)
-            .arg(u.at_ms)
-            .arg(u.error.clone().unwrap_or_default());
-        let _: i64 = self.run(&mut inv).await?;
-        Ok(())
-    }
-
-    async fn correlate_parts(
-        &self,
-        smsc: &str,
-        smsc_ids: &[String],
-        message_id: &str,
-    ) -> Result<Vec<String>, Error> {
-        let norms: Vec<String> = smsc_ids
-            .iter()
-            .filter_map(|id| smsc_id_forms(id).into_iter().next())
-            .collect();
-        if norms.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inv = self.scripts.correlate.prepare_invoke();
-        for n in &norms {
-            inv.key(self.keys.correlation(smsc, n));
-        }
-        for n in &norms {
-            inv.key(self.keys.orphan_receipt(smsc, n));
-        }
-        inv.arg(format!("{message_id}|{}", smsc_ids.len()))
-            .arg(CORRELATION_TTL_MS);
-        self.run(&mut inv).await
-    }
-
-    async fn find_receipt(
-        &self,
-        smsc: &str,
-        smsc_id: &str,
-        stat: &str,
-    ) -> Result<Option<(String, u32)>, Error> {
-        let forms = smsc_id_forms(smsc_id);
-        let mut inv = self.scripts.match_receipt.prepare_invoke();
-        for f in &forms {
-            inv.key(self.keys.correlation(smsc, f));
-        }
-        for f in &forms {
-            inv.key(self.keys.orphan_receipt(smsc, f));
-        }
-        inv.arg(stat).arg(ORPHAN_RECEIPT_TTL_MS);
-        let found: Option<String> = self.run(&mut inv).await?;
-        Ok(found.and_then(|v| {
-            let (m, parts) = v.rsplit_once('|')?;
-            Some((m.to_owned(), parts.parse().ok()?))
-        }))
-    }
-
-    async fn apply_part(&self, message_id: &str, part: &PartReceipt) -> Result<PartOutcome, Error> {
-        let Some(key) = self.keys.message(message_id) else {
-            return Ok(PartOutcome::Pending);
-        };
-        let mut inv = self.scripts.record_part.prepare_invoke();
-        inv.key(&key)
-            .arg(part.parts)
-            .arg(part.status.as_str())
-            .arg(part.error.clone().unwrap_or_default())
-            .arg(if part.resend { 1 } else { 0 })
-            .arg(part.at_ms);
-        let word: String = self.run(&mut inv).await?;
-        Ok(match word.as_str() {
-            "final" => PartOutcome::Final(part.status),
-            "resend" => PartOutcome::Resend,
-            _ => PartOutcome::Pending,
-        })
-    }
-
     async fn ping_redis(&self) -> Result<(), Error> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
@@ -284,25 +209,36 @@ impl MessageStore for RedisStore {
         id: &'a str,
         update: &'a MessageUpdate,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.update_message(id, update))
+        Box::pin(async move { self.update_message(id, update).await.map(|_| ()) })
     }
-    fn correlate<'a>(
+    fn record_submitted<'a>(
         &'a self,
+        message_id: &'a str,
         smsc: &'a str,
         smsc_ids: &'a [String],
-        message_id: &'a str,
-        _now_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        Box::pin(self.correlate_parts(smsc, smsc_ids, message_id))
+        update: &'a MessageUpdate,
+    ) -> BoxFuture<'a, Result<super::Correlated, Error>> {
+        Box::pin(self.submitted(message_id, smsc, smsc_ids, update))
     }
     fn match_receipt<'a>(
         &'a self,
         smsc: &'a str,
+        rule: ReceiptIds,
         smsc_id: &'a str,
         stat: &'a str,
         _now_ms: i64,
-    ) -> BoxFuture<'a, Result<Option<(String, u32)>, Error>> {
-        Box::pin(self.find_receipt(smsc, smsc_id, stat))
+    ) -> BoxFuture<'a, Result<ReceiptMatch, Error>> {
+        Box::pin(self.find_receipt(smsc, rule, smsc_id, stat))
+    }
+    fn record_receipt<'a>(
+        &'a self,
+        smsc: &'a str,
+        rule: ReceiptIds,
+        smsc_id: &'a str,
+        stat: &'a str,
+        part: &'a super::ReceiptPart,
+    ) -> BoxFuture<'a, Result<Option<super::ReceiptRecorded>, Error>> {
+        Box::pin(self.receipt_in_one(smsc, rule, smsc_id, stat, part))
     }
     fn record_part<'a>(
         &'a self,

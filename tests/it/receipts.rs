@@ -53,25 +53,55 @@ async fn code_is_delivered(d: &TestDaemon, phone: &str) {
 
 both_stores! {
     async fn receipt_ids_match_in_any_number_format(b: Backend) {
-        let d = TestDaemon::start(b).await;
+        // Each SMSC has one rule (§6 "Receipt ids"): learned (auto) or configured.
         let formats = [
-            (IdFormat::Hex, IdFormat::Decimal),
-            (IdFormat::Decimal, IdFormat::Hex),
-            (IdFormat::PaddedHex, IdFormat::Hex),
-            (IdFormat::Hex, IdFormat::PaddedHex),
-            (IdFormat::PaddedDecimal, IdFormat::Hex),
+            (IdFormat::Hex, IdFormat::Decimal, "decimal_in_receipt"),
+            (IdFormat::Decimal, IdFormat::Hex, "hex_in_receipt"),
+            (IdFormat::PaddedHex, IdFormat::Hex, "same"),
+            (IdFormat::Hex, IdFormat::PaddedHex, "same"),
+            (IdFormat::PaddedDecimal, IdFormat::Hex, "hex_in_receipt"),
+            (IdFormat::Decimal, IdFormat::PaddedDecimal, "same"),
         ];
-        for (k, (resp, receipt)) in formats.into_iter().enumerate() {
-            d.sim.update(|b| {
-                b.id_format = resp;
-                b.receipt_id_format = receipt;
-            });
-            // Past the first few ids, hex and decimal spellings differ.
-            for i in 0..12 {
-                code_is_delivered(&d, &format!("+8536620{k}{i:03}")).await;
+        for (k, (resp, receipt, rule)) in formats.into_iter().enumerate() {
+            for setting in ["auto", rule] {
+                let sim = start_sim().await;
+                // Past the first few ids, hex and decimal spellings differ.
+                sim.set_next_message_id(4000);
+                sim.update(|b| {
+                    b.id_format = resp;
+                    b.receipt_id_format = receipt;
+                });
+                let line = format!("receipt_ids = \"{setting}\"\n");
+                let d = TestDaemon::start_with(b, sim, &line, |_| {}).await;
+                for i in 0..6 {
+                    code_is_delivered(&d, &format!("+8536620{k}{i:03}")).await;
+                }
+                d.stop().await;
             }
         }
+    }
+
+    async fn auto_learns_the_rule_when_receipts_come_first(b: Backend) {
+        // Receipts before their submit_sm_resp: kept until the correlation (the only kept
+        // receipt that fits is taken and votes), then kept under the canonical id once learned.
+        let sim = start_sim().await;
+        sim.set_next_message_id(4000);
+        sim.update(|b| {
+            b.id_format = IdFormat::Decimal;
+            b.receipt_id_format = IdFormat::Hex;
+            b.receipt_before_resp = true;
+        });
+        let d = TestDaemon::start_with(b, sim, "", |_| {}).await;
+        for i in 0..8 {
+            code_is_delivered(&d, &format!("+8536628000{i}")).await;
+        }
         d.stop().await;
+    }
+
+    async fn ambiguous_ids_under_load_settle_each_message_by_its_own_receipt(b: Backend) {
+        for setting in ["auto", "hex_in_receipt"] {
+            ambiguous_ids(b, setting).await;
+        }
     }
 
     async fn receipt_before_the_response_and_text_only(b: Backend) {
@@ -181,6 +211,128 @@ both_stores! {
 
 /// The status the simulator's receipt gives message `i` of the outage test, and the message
 /// status it must lead to.
+/// Posts one text message per destination, 50 at a time; returns their ids in order.
+async fn post_messages(d: &TestDaemon, to: &[String]) -> Vec<String> {
+    let mut ids = Vec::with_capacity(to.len());
+    for chunk in to.chunks(50) {
+        let mut batch = Vec::new();
+        for phone in chunk {
+            let http = d.http.clone();
+            let url = format!("{}/v1/messages", d.base);
+            let body = json!({"to": phone, "text": "r"});
+            batch.push(tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(TOKEN_A)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                let v: Value = r.json().await.unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            }));
+        }
+        for t in batch {
+            ids.push(t.await.unwrap());
+        }
+    }
+    ids
+}
+
+/// Waits (90 s at most) until every message has the status `want` gives it; any other final
+/// status fails at once.
+async fn all_settle(d: &TestDaemon, ids: &[String], want: impl Fn(usize) -> &'static str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut open: Vec<usize> = (0..ids.len()).collect();
+    while !open.is_empty() {
+        let mut still = Vec::new();
+        for chunk in open.chunks(50) {
+            let mut batch = Vec::new();
+            for &i in chunk {
+                let (http, base, id) = (d.http.clone(), d.base.clone(), ids[i].clone());
+                batch.push(tokio::spawn(async move {
+                    let r = http
+                        .get(format!("{base}/v1/messages/{id}"))
+                        .bearer_auth(TOKEN_A)
+                        .send()
+                        .await;
+                    let v: Value = match r {
+                        Ok(r) => r.json().await.unwrap_or(Value::Null),
+                        Err(_) => Value::Null,
+                    };
+                    (i, v)
+                }));
+            }
+            for t in batch {
+                let (i, v) = t.await.unwrap();
+                if v["status"] != want(i) {
+                    assert!(
+                        v["status"] == "submitted" || v["status"] == "queued" || v.is_null(),
+                        "message {i} ended {v}, not {}",
+                        want(i)
+                    );
+                    still.push(i);
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline || still.is_empty(),
+            "{} of {} messages never got their receipt's status",
+            still.len(),
+            ids.len()
+        );
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// Decimal ids in responses, hex in receipts, two batches in flight together: 1000.. and
+/// 4096.., whose receipts "1000", "1001", … spell the first batch's ids and come first (the
+/// first batch's receipts are delayed longer). The batches' receipts say different things, so
+/// a receipt that settled another's message shows.
+async fn ambiguous_ids(b: Backend, setting: &str) {
+    const N: usize = 300;
+    let sim = start_sim().await;
+    sim.update(|b| {
+        b.id_format = IdFormat::Decimal;
+        b.receipt_id_format = IdFormat::Hex;
+        b.receipt_delay = Duration::from_secs(4);
+    });
+    let stat = |i: usize| -> (&'static str, &'static str) {
+        match (i < N, i % 5) {
+            (true, 0) => ("EXPIRED", "expired"),
+            (true, _) => ("DELIVRD", "delivered"),
+            (false, 0) => ("DELETED", "failed"),
+            (false, _) => ("UNDELIV", "undeliverable"),
+        }
+    };
+    let phones: Vec<String> = (0..2 * N).map(|i| format!("+8536629{i:04}")).collect();
+    sim.update(|b| {
+        for (i, p) in phones.iter().enumerate() {
+            b.stat_for.insert(p[1..].to_owned(), stat(i).0.to_owned());
+        }
+    });
+    let line = format!("receipt_ids = \"{setting}\"\n");
+    let d = TestDaemon::start_with(b, sim.clone(), &line, |_| {}).await;
+    sim.set_next_message_id(1000);
+    let mut ids = post_messages(&d, &phones[..N]).await;
+    for _ in 0..500 {
+        if sim.submits() >= N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.submits(), N as u64, "first batch submitted");
+    sim.set_next_message_id(4096);
+    sim.update(|b| b.receipt_delay = Duration::from_millis(300));
+    ids.extend(post_messages(&d, &phones[N..]).await);
+    all_settle(&d, &ids, |i| stat(i).1).await;
+    d.stop().await;
+}
+
 fn outage_stat(i: usize) -> (&'static str, &'static str) {
     match i % 10 {
         3 => ("UNDELIV", "undeliverable"),

@@ -492,6 +492,7 @@ impl<'a> Session<'a> {
             smsc: self.ctx.status.name.clone(),
             smsc_message_id: r.message_id,
             stat: r.stat,
+            receipt_ids: self.ctx.config.receipt_ids,
             ack: ReceiptAck::new(self.writer.clone(), seq, data_sm),
         });
         None

@@ -1,15 +1,16 @@
--- Records the SMSC ids of a message's parts, unless their receipt came first.
--- KEYS: n correlation keys (c:{smsc-…}:id), then their n orphan keys (o:{smsc-…}:id).
--- ARGV: "message_id|parts", ttl_ms.
--- Returns the stats of orphan receipts found (their correlation is not stored).
-local n = #KEYS / 2
-local early = {}
+-- Records the SMSC ids of a message's parts, unless their receipt came first (cluster: the
+-- SMSC's slot only; record_submitted.lua does this with the status change in one script).
+-- KEYS[1] the SMSC's rule hash (ri:{smsc-…}), KEYS[2] its pool (rp:{smsc-…}), then n
+-- correlation keys (c:{smsc-…}:canonical), then their n orphan keys (o:{smsc-…}:canonical).
+-- ARGV: "message_id|parts|send", ttl_ms, learn votes, then per part the forms a receipt may
+-- write its id in while the rule is unknown, one "rules=form" a line (rules: letters s, h, d).
+-- Returns {count of early stats, stat, …, then when learned: rule, pool id, pool stat, …}.
+local n = (#KEYS - 2) / 2
+local corr, orphans, forms = {}, {}, {}
 for i = 1, n do
-  local o = redis.call('GETDEL', KEYS[n + i])
-  if o then
-    table.insert(early, o)
-  else
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-  end
+  corr[i] = KEYS[2 + i]
+  orphans[i] = KEYS[2 + n + i]
+  forms[i] = ARGV[3 + i]
 end
-return early
+local early, got = correlate_parts(KEYS[1], KEYS[2], corr, orphans, ARGV[1], ARGV[2], ARGV[3], forms)
+return correlated_reply(early, got)

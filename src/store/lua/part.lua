@@ -1,0 +1,25 @@
+-- One part's final receipt applied to its message (prepended to record_part.lua and
+-- record_receipt.lua). Mirrors memory.rs `apply_part`.
+-- key: the SMS record; parts; status; err; resend ('1'/'0'); at_ms; send ('0' the first send,
+-- '1' the re-send). A part of an earlier send (a late receipt of the first send after the
+-- re-send went) does not count. Returns 'pending', 'final' or 'resend'.
+local function apply_part(key, parts, status, err, resend, at_ms, send)
+  local v = redis.call('HMGET', key, 's', 'rs')
+  local s = v[1]
+  if not s or (s ~= 'queued' and s ~= 'submitted') then return 'pending' end
+  local current = '0'
+  if v[2] == '1' then current = '1' end
+  if current ~= send then return 'pending' end
+  if status == 'delivered' then
+    local pd = redis.call('HINCRBY', key, 'pd', 1)
+    if pd < tonumber(parts) then return 'pending' end
+    redis.call('HSET', key, 's', 'delivered', 'da', at_ms)
+    return 'final'
+  end
+  if resend == '1' and v[2] ~= '1' then
+    redis.call('HSET', key, 'rs', '1', 'pd', 0, 's', 'queued', 'er', err)
+    return 'resend'
+  end
+  redis.call('HSET', key, 's', status, 'er', err)
+  return 'final'
+end
