@@ -315,6 +315,7 @@ pub async fn run(
         phones: Arc::new(phones),
         verifications,
         activations: Arc::new(activation::service::Activations {
+            limits: limiter.clone(),
             stores: store.clone(),
             keys: activation_keys,
             composer: composer.clone(),

@@ -38,6 +38,9 @@ pub enum Error {
     /// The SMS queue is full or unavailable.
     #[error("SMS queue full")]
     QueueFull,
+    /// Refused by a `[limits]` rule (an activation SMS is a code SMS); nothing was sent.
+    #[error("rate limited ({})", .0.limit.as_str())]
+    RateLimited(crate::limits::Refused),
 }
 
 /// The server keys, current first, as `(key id, key)`, without duplicates: what
@@ -71,6 +74,8 @@ pub fn keys_for(
 
 /// The activation service: cheap to share behind an `Arc`.
 pub struct Activations {
+    /// The `[limits]` rules (shared with verifications).
+    pub limits: std::sync::Arc<crate::limits::Limiter>,
     pub stores: Stores,
     pub keys: ActivationKeys,
     pub composer: Arc<Composer>,
@@ -95,6 +100,20 @@ impl Activations {
         let route = self.routing.route(&req.phone).ok_or(Error::Unroutable)?;
         if self.outbox.is_full() {
             return Err(Error::QueueFull);
+        }
+        // The limits of a code SMS to this number, account and end user (contract §6),
+        // checked and recorded before the activation is stored.
+        let plan = self.limits.for_create(
+            &self.composer.codes,
+            crate::limits::Subject {
+                account: Some(&req.account_id),
+                phone: &req.phone,
+                ip,
+            },
+        );
+        if let Err(r) = self.stores.limits.apply(&plan, now_ms).await? {
+            crate::limits::refused(r.limit);
+            return Err(Error::RateLimited(r));
         }
         let client = req.client.clone();
         let ttl_ms = self.config.ttl.as_millis() as i64;

@@ -96,6 +96,7 @@ impl From<Error> for ApiError {
                 tracing::error!("SMS queue full; refusing activations");
                 ApiError::Unavailable
             }
+            Error::RateLimited(r) => ApiError::rate_limited(r),
         }
     }
 }

@@ -153,6 +153,22 @@ impl AccountPhones {
             ip: req.ip,
             settled: None,
         };
+        // The limits of a code SMS (contract §6: `per_phone` all purposes, `per_country` every
+        // SMS, `per_account`, `per_ip`, the pumping guard), checked and recorded before the
+        // change is stored. Not in the same store step as the creation: a store failure between
+        // the two leaves one count spent (resends are bounded by `max_sends`).
+        let plan = self.verifications.limits.for_create(
+            &self.composer.codes,
+            crate::limits::Subject {
+                account: Some(&pc.account_id),
+                phone: &pc.new_phone,
+                ip: pc.ip.as_deref(),
+            },
+        );
+        if let Err(r) = self.stores.limits.apply(&plan, now_ms).await? {
+            crate::limits::refused(r.limit);
+            return Err(Error::Code(OtpError::RateLimited(r)));
+        }
         let (job, record) = self.compose_code(&pc, &pc.message_id, route, now_ms);
         self.stores.phone_changes.create(&pc, &record).await?;
         self.enqueue(job, now_ms).await?;

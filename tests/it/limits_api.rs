@@ -402,3 +402,48 @@ async fn two_instances_hold_per_phone_together() {
     a.stop().await;
     b.stop().await;
 }
+
+both_stores! {
+    async fn phone_changes_and_activations_are_code_sms_under_the_limits(b: Backend) {
+        use otpgate::purpose::Purpose;
+        let d = daemon(b, |c| {
+            c.limits.per_phone = vec![rate("1/1h")];
+            c.clients[0]
+                .purposes
+                .extend([Purpose::Activation, Purpose::PhoneChange]);
+        })
+        .await;
+        let mut rx = d.sim.subscribe();
+        let identity = json!({"id_document": "079090001234", "name": "NGUYỄN VĂN A",
+                              "birthdate": "1990-01-31"});
+        let change = |account: &str| {
+            json!({"account_id": account, "new_phone": "+84912345678", "locale": "vi",
+                   "identity": identity.clone()})
+        };
+        let (s, body, _) = d.post(TOKEN_A, "/v1/phone-changes", change("acc-1")).await;
+        assert_eq!(s, 201, "{body}");
+        // The new number had its code SMS: another change to it is refused, and says why.
+        let (s, body, h) = d.post(TOKEN_A, "/v1/phone-changes", change("acc-2")).await;
+        limited(s, &body, &h, "per_phone");
+        let activation = |account: &str, app: &str| {
+            json!({"account_id": account, "application_number": app,
+                   "phone": "+85366120077", "activation_url": "https://e.example/a"})
+        };
+        let (s, body, _) = d.post(TOKEN_A, "/v1/activations", activation("ent-1", "A-1")).await;
+        assert_eq!(s, 201, "{body}");
+        let (s, body, h) = d.post(TOKEN_A, "/v1/activations", activation("ent-2", "A-2")).await;
+        limited(s, &body, &h, "per_phone");
+        // Refusals sent nothing: one SMS to each number (both awaited, then a quiet second).
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            seen.push(next_message(&mut rx).await.destination_addr);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        while let Ok(m) = rx.try_recv() {
+            seen.push(m.destination_addr);
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["84912345678", "85366120077"]);
+        d.stop().await;
+    }
+}
