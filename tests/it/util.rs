@@ -204,7 +204,11 @@ impl TestDaemon {
         });
         let d = TestDaemon {
             base,
-            http: reqwest::Client::new(),
+            // Under the daemon's 10 s idle close, so a pooled connection is never reused as it closes.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
             sim,
             clock,
             config,
