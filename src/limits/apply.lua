@@ -5,8 +5,8 @@
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local refused = limits_check(0, 2, n, now)
-if refused then return refused end
 local range = KEYS[n + 1]
+if refused then return with_closed_range(refused, range, now) end
 local g
 if range then
   local b = 2 + n * 4

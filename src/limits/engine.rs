@@ -108,7 +108,20 @@ impl MemoryLimits {
                 }),
         );
         if let Some(r) = refused {
-            return Err(r);
+            // A range already closed may hold the request longer than the rule that refused:
+            // announce the longer wait, so a retry at that time passes (nothing is changed).
+            let closed = match (&self.guard, range) {
+                (Some(_), Some(rc)) => st.ranges.get(&rc.range).map_or(0, |s| s.closed_until_ms),
+                _ => 0,
+            };
+            return Err(if closed - now_ms > r.retry_after_ms {
+                Refused {
+                    limit: LimitName::PumpingGuard,
+                    retry_after_ms: closed - now_ms,
+                }
+            } else {
+                r
+            });
         }
         if let (Some(g), Some(rc)) = (&self.guard, range) {
             match st

@@ -77,3 +77,12 @@ local function guard_count(key, now, g, field)
   local keep = g[1] * g[2]
   if ttl < keep then redis.call('PEXPIRE', key, keep) end
 end
+
+-- A refusal by a rule, lengthened to a closed range's wait when that is longer (nothing is
+-- written): the wait announced must be one after which the request passes.
+local function with_closed_range(refused, range, now)
+  if not range then return refused end
+  local closed = tonumber(redis.call('HGET', range, 'c') or '0')
+  if closed - now > tonumber(refused[2]) then return {'pumping_guard', closed - now} end
+  return refused
+end

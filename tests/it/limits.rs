@@ -193,6 +193,19 @@ async fn both_engines_agree_on_the_pumping_guard() {
             refused(LimitName::PumpingGuard, 2000),
             "{name}"
         );
+        // A rule that refuses with a short wait while the range is closed for longer: the
+        // longer wait is announced (a retry after the short one would still be refused).
+        let ph = c(LimitName::PerPhone, "ph-g", 1, 100, Mode::CheckAndRecord);
+        assert_eq!(
+            e.apply(std::slice::from_ref(&ph), None, 1000).await,
+            Ok(()),
+            "{name}"
+        );
+        assert_eq!(
+            e.apply(std::slice::from_ref(&ph), Some(&a), 1010).await,
+            refused(LimitName::PumpingGuard, 1995),
+            "{name}"
+        );
         // Another range keeps working.
         assert_eq!(e.apply(&[], Some(&b), 1006).await, Ok(()), "{name}");
         // After the cool-off the range is open again.

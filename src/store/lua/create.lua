@@ -31,7 +31,11 @@ do
   end
 end
 local refused = limits_check(4, 18, nl, now)
-if refused then return refused end
+if refused then
+  local r = nil
+  if ARGV[9] == '1' then r = KEYS[5 + nl] end
+  return with_closed_range(refused, r, now)
+end
 local b = 18 + nl * 4
 local range, g
 if ARGV[9] == '1' then

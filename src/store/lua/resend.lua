@@ -24,7 +24,11 @@ local next = tonumber(v[6]) + tonumber(v[7])
 if now < next then return {'cooldown', next - now} end
 local nl = tonumber(ARGV[4])
 local refused = limits_check(3, 14, nl, now)
-if refused then return refused end
+if refused then
+  local r = nil
+  if ARGV[5] == '1' then r = KEYS[4 + nl] end
+  return with_closed_range(refused, r, now)
+end
 local b = 14 + nl * 4
 local range, g
 if ARGV[5] == '1' then
