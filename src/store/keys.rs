@@ -96,9 +96,7 @@ impl Keys {
 
     /// An account's history (the account id hashed, so no key names an account).
     pub fn account_events(&self, account: &str) -> String {
-        use sha2::Digest;
-        let h = sha2::Sha256::digest(account.as_bytes());
-        format!("{}ev:{}", self.prefix, hex::encode(&h[..16]))
+        format!("{}ev:{}", self.prefix, short_hash(account))
     }
 
     /// An activation's hash; `None` for a malformed id.
@@ -138,9 +136,7 @@ impl Keys {
 
     /// An account's phones (the account id hashed, like its history).
     pub fn account_phones(&self, account: &str) -> String {
-        use sha2::Digest;
-        let h = sha2::Sha256::digest(account.as_bytes());
-        format!("{}ph:{}", self.prefix, hex::encode(&h[..16]))
+        format!("{}ph:{}", self.prefix, short_hash(account))
     }
 
     /// The outbox's delayed retries.
