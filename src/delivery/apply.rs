@@ -71,7 +71,7 @@ impl Engine {
                     error: Some(error.clone()),
                 },
             ),
-            DeliveryEvent::Expired { message_id } => (
+            DeliveryEvent::Expired { message_id, .. } => (
                 message_id,
                 MessageUpdate {
                     status: DeliveryStatus::Expired,
@@ -91,6 +91,9 @@ impl Engine {
             tracing::debug!(error = %e, "message status not recorded; parked");
             return vec![Step::Event(ev)];
         }
+        if let Some(entry) = ev.outbox_entry() {
+            self.tracker.outbox.settled(entry);
+        }
         let smsc = match &ev {
             DeliveryEvent::Failed { smsc, .. } => smsc.to_string(),
             _ => "none".to_owned(),
@@ -106,6 +109,7 @@ impl Engine {
             message_id,
             smsc,
             smsc_message_ids,
+            outbox_entry,
         } = &ev
         else {
             return Vec::new();
@@ -130,6 +134,11 @@ impl Engine {
                 return vec![Step::Event(ev)];
             }
         };
+        // Recorded: the outbox entry goes (a crash before this line sends it again, as one
+        // of the messages in flight).
+        if let Some(entry) = outbox_entry {
+            self.tracker.outbox.settled(entry);
+        }
         metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => "submitted")
             .increment(1);
         if ids.is_empty() {

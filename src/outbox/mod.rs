@@ -290,6 +290,14 @@ impl Outbox {
         }
     }
 
+    /// The outcome of the message whose durable entry is `entry` (see [`Consumer::handed`]) is
+    /// recorded: the entry goes.
+    pub fn settled(&self, entry: &str) {
+        if let Outbox::Redis(r) = self {
+            r.settled(entry);
+        }
+    }
+
     /// Waits (at most `limit`) until settled messages are recorded as such.
     pub async fn flush(&self, limit: std::time::Duration) {
         if let Outbox::Redis(r) = self {
@@ -349,11 +357,13 @@ impl Consumer {
         }
     }
 
-    /// The message is settled (accepted, refused for good, or expired).
-    pub fn done(&self, job: &Job) {
+    /// The message is settled (accepted, refused for good, or expired) and its event goes to
+    /// the delivery tracker, which acknowledges its entry ([`Outbox::settled`]) once the store
+    /// recorded the outcome; until then the entry stays this consumer's.
+    pub fn handed(&self, job: &Job) {
         match self {
             Consumer::Memory { .. } => {}
-            Consumer::Redis(c) => c.done(job),
+            Consumer::Redis(c) => c.handed(job),
         }
     }
 

@@ -88,6 +88,10 @@ pub struct RedisOutbox {
     pub(super) stale: std::sync::OnceLock<Arc<super::stale::StaleCheck>>,
     /// Entries of a newer version already reported (each is logged once).
     foreign_seen: Mutex<HashSet<EntryRef>>,
+    /// Settled entries whose outcome the delivery tracker has not recorded yet, by the
+    /// consumer that holds them: still touched by its heartbeat (so no other consumer takes
+    /// them over), acknowledged by [`RedisOutbox::settled`].
+    handed: Mutex<HashMap<EntryRef, (Arc<str>, std::time::Instant)>>,
 }
 
 impl RedisOutbox {
@@ -138,6 +142,7 @@ impl RedisOutbox {
             sweep: Script::new(include_str!("redis/sweep.lua")),
             stale: std::sync::OnceLock::new(),
             foreign_seen: Mutex::default(),
+            handed: Mutex::default(),
         }))
     }
 
@@ -214,6 +219,43 @@ impl RedisOutbox {
         }
     }
 
+    /// The tracker recorded the outcome of the message at `entry` ("stream\nid"): acknowledge
+    /// and delete it. Acknowledged whoever holds it now: it was submitted (or settled for
+    /// good), so a consumer that took it over must not send it again.
+    pub fn settled(&self, entry: &str) {
+        let Some((stream, id)) = entry.split_once('\n') else {
+            return;
+        };
+        let e = EntryRef {
+            stream: stream.to_owned(),
+            id: id.to_owned(),
+        };
+        if let Ok(mut h) = self.handed.lock() {
+            h.remove(&e);
+        }
+        self.write(WriteOp::Ack(e));
+    }
+
+    /// The handed entries `consumer` holds that were last made fresh before `before` (for
+    /// its heartbeat); they count as fresh from `now` on.
+    fn handed_to_touch(
+        &self,
+        consumer: &str,
+        before: std::time::Instant,
+        now: std::time::Instant,
+    ) -> Vec<EntryRef> {
+        let Ok(mut h) = self.handed.lock() else {
+            return Vec::new();
+        };
+        h.iter_mut()
+            .filter(|(_, (c, at))| &**c == consumer && *at <= before)
+            .map(|(e, (_, at))| {
+                *at = now;
+                e.clone()
+            })
+            .collect()
+    }
+
     fn write(&self, op: WriteOp) {
         if let Ok(mut s) = self.settling.lock() {
             s.insert(op.entry().clone());
@@ -222,6 +264,14 @@ impl RedisOutbox {
         if self.writes.send(op).is_err() {
             self.pending_writes.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Whether `e` was settled by one of our sessions, its outcome not yet recorded.
+    fn is_handed(&self, e: &EntryRef) -> bool {
+        self.handed
+            .lock()
+            .map(|h| h.contains_key(e))
+            .unwrap_or(false)
     }
 
     /// Whether an ack or release of `e` waits to be written.
@@ -253,7 +303,7 @@ impl RedisOutbox {
         routing: Arc<Routing>,
         window: usize,
     ) -> Consumer {
-        let name = format!("{}-{smsc}-{bind}", self.instance);
+        let name: Arc<str> = format!("{}-{smsc}-{bind}", self.instance).into();
         let streams: Vec<String> = Priority::ALL
             .iter()
             .flat_map(|p| routes.iter().map(move |r| (r.clone(), *p)))
@@ -268,7 +318,7 @@ impl RedisOutbox {
         });
         let reader = Arc::new(reader::Reader {
             outbox: self.clone(),
-            name,
+            name: name.clone(),
             streams,
             smsc: smsc.to_owned(),
             routing,
@@ -279,6 +329,7 @@ impl RedisOutbox {
         Consumer {
             outbox: self.clone(),
             slot,
+            name,
         }
     }
 }
@@ -289,6 +340,8 @@ struct Held {
     raw: String,
     /// Taken over by another consumer: never hand it out nor release it.
     lost: bool,
+    /// When Redis last reset its idle time (read, claimed or touched by us).
+    fresh_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -358,6 +411,8 @@ fn entry_of(job: &Job) -> Option<EntryRef> {
 pub struct Consumer {
     outbox: Arc<RedisOutbox>,
     slot: Arc<Slot>,
+    /// Its name in the consumer group.
+    name: Arc<str>,
 }
 
 impl Consumer {
@@ -375,10 +430,22 @@ impl Consumer {
         }
     }
 
-    pub fn done(&self, job: &Job) {
-        if let Some(e) = entry_of(job) {
-            self.slot.lock().held.remove(&e);
-            self.outbox.write(WriteOp::Ack(e));
+    /// Settled, its event on the way to the tracker (see [`super::Consumer::handed`]): the
+    /// entry stays ours, touched, until [`RedisOutbox::settled`].
+    pub fn handed(&self, job: &Job) {
+        let Some(e) = entry_of(job) else {
+            return;
+        };
+        let held = self.slot.lock().held.remove(&e);
+        // One taken over meanwhile is not ours to touch; the tracker acknowledges it anyway.
+        if let Some(Held {
+            lost: false,
+            fresh_at,
+            ..
+        }) = held
+            && let Ok(mut h) = self.outbox.handed.lock()
+        {
+            h.insert(e, (self.name.clone(), fresh_at));
         }
     }
 
@@ -387,10 +454,13 @@ impl Consumer {
             Some(e) => {
                 let held = self.slot.lock().held.remove(&e);
                 match held {
-                    Some(Held { raw, lost: false }) => self.outbox.write(WriteOp::Release {
+                    Some(Held {
+                        raw, lost: false, ..
+                    }) => self.outbox.write(WriteOp::Release {
                         entry: e,
                         job: Box::new(job),
                         raw,
+                        consumer: self.name.clone(),
                     }),
                     // Another consumer owns it now and sends it: releasing it too would
                     // queue it twice.

@@ -30,15 +30,22 @@ pub enum DeliveryEvent {
         /// The id the SMSC gave each part, in part order (as given: possibly empty, possibly
         /// the same for several parts).
         smsc_message_ids: Vec<String>,
+        /// Where the job waits in the durable outbox: acknowledged by the tracker once the
+        /// store recorded this (`None` with the memory outbox).
+        outbox_entry: Option<String>,
     },
     /// Refused for good (permanent SMPP error), with the status.
     Failed {
         message_id: String,
         smsc: Arc<str>,
         error: String,
+        outbox_entry: Option<String>,
     },
     /// Its validity ended before an SMSC accepted it; it was not sent.
-    Expired { message_id: String },
+    Expired {
+        message_id: String,
+        outbox_entry: Option<String>,
+    },
     /// A delivery receipt arrived; the SMSC waits for [`ReceiptAck::answer`].
     Receipt {
         smsc: Arc<str>,
@@ -51,6 +58,16 @@ pub enum DeliveryEvent {
 }
 
 impl DeliveryEvent {
+    /// The durable outbox entry a settled message leaves behind (acknowledged once recorded).
+    pub fn outbox_entry(&self) -> Option<&str> {
+        match self {
+            DeliveryEvent::Submitted { outbox_entry, .. }
+            | DeliveryEvent::Failed { outbox_entry, .. }
+            | DeliveryEvent::Expired { outbox_entry, .. } => outbox_entry.as_deref(),
+            DeliveryEvent::Receipt { .. } => None,
+        }
+    }
+
     /// What the delivery tracker shards on: events with the same key are applied in order.
     /// A message's submit result by its id; a receipt by the SMSC's id (its message id is not
     /// known before the store matched it).
@@ -58,7 +75,7 @@ impl DeliveryEvent {
         match self {
             DeliveryEvent::Submitted { message_id, .. }
             | DeliveryEvent::Failed { message_id, .. }
-            | DeliveryEvent::Expired { message_id } => message_id,
+            | DeliveryEvent::Expired { message_id, .. } => message_id,
             DeliveryEvent::Receipt {
                 smsc_message_id, ..
             } => smsc_message_id,

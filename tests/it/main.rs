@@ -18,6 +18,7 @@ mod limits;
 mod limits_api;
 mod messages;
 mod ops;
+mod outbox_fence;
 mod outbox_load;
 mod outbox_tx;
 mod phone_changes;

@@ -19,10 +19,14 @@ use crate::store::verifications::Status;
 
 /// How often a heartbeat also removes dead consumers.
 const REAP_EVERY: u32 = 20;
+/// An entry is touched once its idle time passed this: with a heartbeat every [`HEARTBEAT`],
+/// it is touched before it has been idle for `TOUCH_AFTER + HEARTBEAT`, well under
+/// [`CLAIM_IDLE`].
+const TOUCH_AFTER: Duration = HEARTBEAT;
 
 pub(super) struct Reader {
     pub(super) outbox: Arc<RedisOutbox>,
-    pub(super) name: String,
+    pub(super) name: Arc<str>,
     pub(super) streams: Vec<String>,
     pub(super) smsc: String,
     pub(super) routing: Arc<Routing>,
@@ -152,7 +156,7 @@ async fn read_once(
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(GROUP)
-        .arg(&r.name)
+        .arg(&*r.name)
         .arg("COUNT")
         .arg(per_stream);
     if own_pending.is_none() {
@@ -194,6 +198,7 @@ async fn read_once(
             });
         }
     }
+    let recovered = own_pending.is_some();
     if let Some(from) = own_pending {
         // Page on through our own pending entries; done once a page comes back empty.
         for (s, f) in r.streams.iter().zip(from.iter_mut()) {
@@ -205,13 +210,15 @@ async fn read_once(
             *own_pending = None;
         }
     }
-    admit(r, entries).await;
+    admit(r, entries, recovered).await;
     Ok(())
 }
 
 /// Buffers entries for the session (code SMS first); re-queues those this SMSC must not take;
-/// leaves entries of a newer version pending; settles stale code SMS.
-async fn admit(r: &Reader, entries: Vec<Raw>) {
+/// leaves entries of a newer version pending; settles stale code SMS. `recovered`: entries read
+/// before (our own pending ones after a reconnection, or taken over from a silent consumer),
+/// which may have been submitted already: those whose message is no longer `queued` go.
+async fn admit(r: &Reader, entries: Vec<Raw>, recovered: bool) {
     let outbox = &r.outbox;
     let mut jobs = Vec::with_capacity(entries.len());
     for raw in entries {
@@ -219,9 +226,10 @@ async fn admit(r: &Reader, entries: Vec<Raw>) {
             stream: raw.stream,
             id: raw.id,
         };
-        if r.slot.lock().held.contains_key(&e) || outbox.is_settling(&e) {
+        if r.slot.lock().held.contains_key(&e) || outbox.is_settling(&e) || outbox.is_handed(&e) {
             // Already ours (read again from our own pending entries), or settled with the
-            // acknowledgement not yet written (claimed back by ourselves after an outage).
+            // acknowledgement or the outcome not yet written (claimed back by ourselves after
+            // an outage).
             continue;
         }
         let mut job = match Envelope::open(raw.v.as_deref(), raw.k.as_deref(), raw.j.as_deref()) {
@@ -244,77 +252,119 @@ async fn admit(r: &Reader, entries: Vec<Raw>) {
         job.receipt = Some(format!("{}\n{}", e.stream, e.id));
         jobs.push((e, job, raw.j.unwrap_or_default()));
     }
-    let jobs = drop_stale(r, jobs).await;
+    let jobs = drop_stale(r, jobs, recovered).await;
     buffer(r, jobs);
 }
 
-/// Settles the code SMS whose verification is no longer pending (see [`crate::outbox::stale`]):
-/// one pipeline of `HMGET`s for the batch.
+/// Settles the code SMS whose verification is no longer pending (see [`crate::outbox::stale`])
+/// and, of `recovered` entries, those whose message is past `queued` (submitted before the
+/// entry was acknowledged: sent once is enough): one pipeline of `HMGET`s for the batch.
 async fn drop_stale(
     r: &Reader,
     jobs: Vec<(EntryRef, crate::outbox::Job, String)>,
+    recovered: bool,
 ) -> Vec<(EntryRef, crate::outbox::Job, String)> {
     let outbox = &r.outbox;
-    let Some(check) = outbox.stale.get() else {
-        return jobs;
-    };
-    let codes: Vec<(usize, Option<String>)> = jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, job, _))| match &job.body {
+    let check = outbox.stale.get();
+    // Per job: the verification hash to read (code SMS), the message record to read.
+    let mut pipe = redis::pipe();
+    let mut reads: Vec<(Option<usize>, Option<usize>)> = Vec::with_capacity(jobs.len());
+    let mut n = 0usize;
+    for (_, job, _) in &jobs {
+        let ver = match (&job.body, check) {
             // A phone change's code is checked like a verification's: its hash carries the
             // same challenge fields.
-            Body::Code {
-                verification_id, ..
-            } if verification_id.starts_with("pc_") => {
-                Some((i, outbox.keys.phone_change(verification_id)))
-            }
-            Body::Code {
-                verification_id, ..
-            } => Some((i, outbox.keys.verification(verification_id))),
-            Body::Text { .. } | Body::Activation(_) | Body::PhoneChanged { .. } => None,
-        })
-        .collect();
-    if codes.is_empty() {
+            (
+                Body::Code {
+                    verification_id, ..
+                },
+                Some(_),
+            ) => Some(if verification_id.starts_with("pc_") {
+                outbox.keys.phone_change(verification_id)
+            } else {
+                outbox.keys.verification(verification_id)
+            }),
+            _ => None,
+        };
+        let ver = ver.map(|key| {
+            // The verification hash's status (`s`) and expiry (`ea`), as the store writes them.
+            pipe.cmd("HMGET")
+                .arg(key.as_deref().unwrap_or("-"))
+                .arg("s")
+                .arg("ea");
+            n += 1;
+            n - 1
+        });
+        let msg = recovered
+            .then(|| outbox.keys.message(&job.message_id))
+            .flatten()
+            .map(|key| {
+                // The message's status (`s`) and whether it was sent again (`rs`).
+                pipe.cmd("HMGET").arg(key).arg("s").arg("rs");
+                n += 1;
+                n - 1
+            });
+        reads.push((ver, msg));
+    }
+    if n == 0 {
         return jobs;
     }
-    let mut pipe = redis::pipe();
-    for (_, key) in &codes {
-        // The verification hash's status (`s`) and expiry (`ea`), as the store writes them.
-        pipe.cmd("HMGET")
-            .arg(key.as_deref().unwrap_or("-"))
-            .arg("s")
-            .arg("ea");
-    }
     let mut c = outbox.conn.clone();
-    let stored: Vec<(Option<String>, Option<i64>)> = match pipe.query_async(&mut c).await {
+    let replies: Vec<(Option<String>, Option<String>)> = match pipe.query_async(&mut c).await {
         Ok(v) => v,
         Err(e) => {
             // Sent rather than lost: an outage must not cost codes.
-            tracing::warn!(error = %e, "outbox: verification status unreadable; code SMS sent");
+            tracing::warn!(error = %e, "outbox: message status unreadable; SMS sent");
             return jobs;
         }
     };
     let now_ms = outbox.clock.now_ms();
-    let mut stale = vec![Verdict::Send; jobs.len()];
-    for ((i, _), (status, expires)) in codes.iter().zip(stored) {
-        let found = match (status.as_deref().and_then(Status::parse), expires) {
-            (Some(s), Some(ea)) => Some((s, ea)),
-            _ => None,
-        };
-        stale[*i] = Verdict::of(found, now_ms);
-    }
     let mut keep = Vec::with_capacity(jobs.len());
-    for ((e, job, raw), verdict) in jobs.into_iter().zip(stale) {
+    for ((e, job, raw), (ver, msg)) in jobs.into_iter().zip(reads) {
+        if let Some((status, rs)) = msg.and_then(|i| replies.get(i))
+            && already_sent(status.as_deref(), rs.as_deref(), &job)
+        {
+            metrics::counter!("otpgate_outbox_already_sent_total").increment(1);
+            tracing::info!(message_id = %job.message_id,
+                "outbox: recovered message was already submitted; not sent again");
+            outbox.write(WriteOp::Ack(e));
+            continue;
+        }
+        let verdict = match ver.and_then(|i| replies.get(i)) {
+            Some((status, expires)) => {
+                let found = match (
+                    status.as_deref().and_then(Status::parse),
+                    expires.as_deref().and_then(|x| x.parse::<i64>().ok()),
+                ) {
+                    (Some(s), Some(ea)) => Some((s, ea)),
+                    _ => None,
+                };
+                Verdict::of(found, now_ms)
+            }
+            None => Verdict::Send,
+        };
         if verdict == Verdict::Send {
             keep.push((e, job, raw));
             continue;
         }
         outbox.write(WriteOp::Ack(e));
-        let check = check.clone();
-        tokio::spawn(async move { check.mark(&job, verdict).await });
+        if let Some(check) = check {
+            let check = check.clone();
+            tokio::spawn(async move { check.mark(&job, verdict).await });
+        }
     }
     keep
+}
+
+/// Whether a message record says its job was submitted already: its status is past `queued`,
+/// or it is a first send (no `exclude`) of a message whose re-send was decided (`rs`).
+fn already_sent(status: Option<&str>, resent: Option<&str>, job: &crate::outbox::Job) -> bool {
+    match status {
+        // No record (expired, or never written): nothing says it went.
+        None => false,
+        Some("queued") => resent == Some("1") && job.exclude.is_none(),
+        Some(_) => true,
+    }
 }
 
 fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
@@ -338,6 +388,7 @@ fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
                 entry: e,
                 job: Box::new(job),
                 raw: raw_j,
+                consumer: r.name.clone(),
             });
             continue;
         }
@@ -346,6 +397,7 @@ fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
             Held {
                 raw: raw_j,
                 lost: false,
+                fresh_at: std::time::Instant::now(),
             },
         );
         if job.priority == Priority::Code {
@@ -399,7 +451,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
             .claim
             .key(s)
             .arg(GROUP)
-            .arg(&r.name)
+            .arg(&*r.name)
             .arg(CLAIM_IDLE.as_millis() as u64)
             .arg(cursor.as_str())
             .arg(room)
@@ -435,7 +487,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
                     Err(_) => None,
                 })
                 .collect();
-            admit(r, entries).await;
+            admit(r, entries, true).await;
         }
     }
     if reap {
@@ -495,16 +547,25 @@ async fn move_due(
     Ok(())
 }
 
-/// Touches every entry this consumer holds; marks those it no longer owns as lost.
+/// Touches the entries this consumer holds whose idle time in Redis passed [`TOUCH_AFTER`]
+/// (the others are too fresh to be taken over: a claim needs [`CLAIM_IDLE`]); marks those it no
+/// longer owns as lost. Most entries are settled long before: a heartbeat touches few.
 async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    let now = std::time::Instant::now();
+    let before = now.checked_sub(TOUCH_AFTER).unwrap_or(now);
     let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-    for (e, h) in r.slot.lock().held.iter() {
-        if !h.lost {
+    for (e, h) in r.slot.lock().held.iter_mut() {
+        if !h.lost && h.fresh_at <= before {
+            h.fresh_at = now;
             by_stream
                 .entry(e.stream.clone())
                 .or_default()
                 .push(e.id.clone());
         }
+    }
+    // Settled, their outcome not yet recorded: still ours.
+    for e in r.outbox.handed_to_touch(&r.name, before, now) {
+        by_stream.entry(e.stream).or_default().push(e.id);
     }
     for (s, ids) in by_stream {
         let lost: Vec<String> = r
@@ -512,7 +573,7 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
             .touch
             .key(&s)
             .arg(GROUP)
-            .arg(&r.name)
+            .arg(&*r.name)
             .arg(&ids)
             .invoke_async(c)
             .await?;
@@ -530,6 +591,10 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
             if let Some(h) = st.held.get_mut(&e) {
                 h.lost = true;
                 n += 1;
+            } else if let Ok(mut h) = r.outbox.handed.lock() {
+                // Handed to the tracker, then taken over: the tracker's acknowledgement
+                // still removes it; stop touching it.
+                h.remove(&e);
             }
         }
         drop(st);

@@ -1,9 +1,9 @@
-//! The durable outbox's writer: acknowledgements and releases, in order, each retried until
-//! Redis takes it, so a Redis outage delays them but loses none. It holds no handle on the
+//! The durable outbox's writer: acknowledgements and releases, batched, each batch retried
+//! until Redis takes it, so a Redis outage delays them but loses none. It holds no handle on the
 //! outbox itself: it ends once the outbox (the last sender) is gone, after writing what was
 //! queued.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,8 @@ pub(super) enum WriteOp {
         entry: EntryRef,
         job: Box<Job>,
         raw: String,
+        /// The consumer releasing it: only while the entry is still pending to it.
+        consumer: Arc<str>,
     },
 }
 
@@ -55,24 +57,35 @@ impl WriteOp {
     }
 }
 
-/// Writes acks and releases in order, retrying each until Redis takes it.
+/// How many writes go to Redis in one pipeline at most.
+const BATCH: usize = 512;
+
+/// Writes acks and releases, retrying until Redis takes them. What is queued when the writer
+/// turns to it goes in one pipeline (acknowledgements of one stream in one `XACK` and one
+/// `XDEL`): every write is idempotent, so a batch that failed half-way is simply written again.
 pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
-    while let Some(op) = rx.recv().await {
+    let release = redis::Script::new(include_str!("release.lua"));
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply(&ctx, &op).await {
+            match apply(&ctx, &release, &batch).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox: write failed; retrying");
+                    tracing::warn!(error = %e, writes = batch.len(), "outbox: write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
+        let n = batch.len();
         if let Ok(mut s) = ctx.settling.lock() {
-            s.remove(op.entry());
+            for op in &batch {
+                s.remove(op.entry());
+            }
         }
-        if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+        batch.clear();
+        if ctx.pending.fetch_sub(n, Ordering::SeqCst) == n {
             ctx.idle.notify_waiters();
         }
     }
@@ -91,56 +104,86 @@ pub(super) fn merged(raw: &str, job: &Job) -> Option<String> {
     serde_json::to_string(&base).ok()
 }
 
-async fn apply(ctx: &WriterCtx, op: &WriteOp) -> redis::RedisResult<()> {
-    let mut c = ctx.conn.clone();
+/// One pipeline for a batch: the acknowledgements grouped by stream, then each release
+/// (`release.lua`, which checks that the entry is still the releasing consumer's).
+async fn apply(
+    ctx: &WriterCtx,
+    release: &redis::Script,
+    batch: &[WriteOp],
+) -> redis::RedisResult<()> {
+    let mut acks: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut invocations = Vec::new();
+    for op in batch {
+        match op {
+            WriteOp::Ack(e) => acks.entry(&e.stream).or_default().push(&e.id),
+            WriteOp::Release {
+                entry,
+                job,
+                raw,
+                consumer,
+            } => invocations.push(release_invocation(ctx, release, entry, job, raw, consumer)),
+        }
+    }
     let mut pipe = redis::pipe();
-    pipe.atomic();
-    let entry = match op {
-        WriteOp::Ack(e) => e,
-        WriteOp::Release { entry, job, raw } => {
-            let json = match merged(raw, job) {
-                Some(json) => json,
-                None => {
-                    tracing::error!(message = %job.message_id,
-                        "outbox: job not encodable; released unchanged");
-                    raw.clone()
-                }
-            };
-            let stream = ctx.keys.outbox_stream(&job.route, job.priority);
-            if job.not_before_ms > ctx.clock.now_ms() {
-                // An SMS job in the member form every version reads (move_due.lua); other
-                // kinds name their version and kind, so the entry written keeps them.
-                let member = match job.kind() {
-                    JOB_KIND_SMS => format!("{stream}\n{json}"),
-                    kind => format!("{stream}\n{JOB_VERSION}\n{kind}\n{json}"),
-                };
-                pipe.cmd("ZADD")
-                    .arg(ctx.keys.outbox_delay())
-                    .arg(job.not_before_ms)
-                    .arg(member)
-                    .ignore();
-            } else {
-                pipe.cmd("XADD")
-                    .arg(&stream)
-                    .arg("*")
-                    .arg("v")
-                    .arg(JOB_VERSION)
-                    .arg("k")
-                    .arg(job.kind())
-                    .arg("j")
-                    .arg(json)
-                    .ignore();
-            }
-            entry
+    for (stream, ids) in &acks {
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(ids).ignore();
+        pipe.cmd("XDEL").arg(stream).arg(ids).ignore();
+    }
+    if !invocations.is_empty() {
+        // Cheap when the script is cached; a pipeline cannot load it on NOSCRIPT.
+        pipe.load_script(release).ignore();
+        for inv in &invocations {
+            pipe.invoke_script(inv).ignore();
+        }
+    }
+    let mut c = ctx.conn.clone();
+    pipe.query_async(&mut c).await
+}
+
+fn release_invocation<'a>(
+    ctx: &WriterCtx,
+    release: &'a redis::Script,
+    entry: &EntryRef,
+    job: &Job,
+    raw: &str,
+    consumer: &str,
+) -> redis::ScriptInvocation<'a> {
+    let json = match merged(raw, job) {
+        Some(json) => json,
+        None => {
+            tracing::error!(message = %job.message_id,
+                "outbox: job not encodable; released unchanged");
+            raw.to_owned()
         }
     };
-    pipe.cmd("XACK")
-        .arg(&entry.stream)
-        .arg(GROUP)
-        .arg(&entry.id)
-        .ignore();
-    pipe.cmd("XDEL").arg(&entry.stream).arg(&entry.id).ignore();
-    pipe.query_async(&mut c).await
+    let stream = ctx.keys.outbox_stream(&job.route, job.priority);
+    let mut inv = release.prepare_invoke();
+    inv.key(&entry.stream);
+    if job.not_before_ms > ctx.clock.now_ms() {
+        // An SMS job in the member form every version reads (move_due.lua); other kinds name
+        // their version and kind, so the entry written keeps them.
+        let member = match job.kind() {
+            JOB_KIND_SMS => format!("{stream}\n{json}"),
+            kind => format!("{stream}\n{JOB_VERSION}\n{kind}\n{json}"),
+        };
+        inv.key(ctx.keys.outbox_delay())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(&entry.id)
+            .arg("delay")
+            .arg(job.not_before_ms)
+            .arg(member);
+    } else {
+        inv.key(&stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(&entry.id)
+            .arg("stream")
+            .arg(0)
+            .arg(json);
+    }
+    inv.arg(JOB_VERSION).arg(job.kind());
+    inv
 }
 
 #[cfg(test)]

@@ -213,7 +213,9 @@ impl<'a> Session<'a> {
             .await;
         drop(writer_stop);
         // Receipts read last still reach the tracker (their answers find no connection: the
-        // SMSC sends them again).
+        // SMSC sends them again). Settled jobs are handed over before their events go out: the
+        // tracker acknowledges their entries once it recorded them.
+        self.flush_settled();
         self.emit().await;
         self.give_back();
         self.consumer.close();
@@ -235,7 +237,7 @@ impl<'a> Session<'a> {
     fn flush_settled(&mut self) {
         for (job, how) in std::mem::take(&mut self.window.settle) {
             match how {
-                Settle::Done => self.consumer.done(&job),
+                Settle::Handed => self.consumer.handed(&job),
                 Settle::Release => self.consumer.release(job),
             }
         }
@@ -319,8 +321,8 @@ impl<'a> Session<'a> {
             if !out.is_empty() {
                 self.write(writer, out.split()).await?;
             }
-            self.emit().await;
             self.flush_settled();
+            self.emit().await;
             if self.window.rebind {
                 return Err(Error::NotBound);
             }

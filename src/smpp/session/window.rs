@@ -50,7 +50,9 @@ struct Pending {
 
 /// What becomes of a message in the outbox.
 pub(super) enum Settle {
-    Done,
+    /// Settled; its event carries the outbox entry, acknowledged by the delivery tracker once
+    /// the store recorded the outcome.
+    Handed,
     Release,
 }
 
@@ -153,8 +155,9 @@ impl<'a> Window<'a> {
                     message_id: job.message_id.clone(),
                     smsc: self.ctx.status.name.clone(),
                     error: e.to_string(),
+                    outbox_entry: job.receipt.clone(),
                 });
-                self.settle.push((job, Settle::Done));
+                self.settle.push((job, Settle::Handed));
                 return;
             }
         };
@@ -174,8 +177,9 @@ impl<'a> Window<'a> {
                     message_id: job.message_id.clone(),
                     smsc: self.ctx.status.name.clone(),
                     error: e.to_string(),
+                    outbox_entry: job.receipt.clone(),
                 });
-                self.settle.push((job, Settle::Done));
+                self.settle.push((job, Settle::Handed));
                 return;
             }
         };
@@ -235,8 +239,9 @@ impl<'a> Window<'a> {
                     self.pending.retain(|_, p| p.key != key);
                     self.events.push(DeliveryEvent::Expired {
                         message_id: f.job.message_id.clone(),
+                        outbox_entry: f.job.receipt.clone(),
                     });
-                    self.settle.push((f.job, Settle::Done));
+                    self.settle.push((f.job, Settle::Handed));
                 }
                 continue;
             }
@@ -326,8 +331,9 @@ impl<'a> Window<'a> {
                 message_id: f.job.message_id.clone(),
                 smsc: self.ctx.status.name.clone(),
                 smsc_message_ids: f.smsc_ids.into_iter().flatten().collect(),
+                outbox_entry: f.job.receipt.clone(),
             });
-            self.settle.push((f.job, Settle::Done));
+            self.settle.push((f.job, Settle::Handed));
         }
     }
 
@@ -361,8 +367,9 @@ impl<'a> Window<'a> {
                         message_id: f.job.message_id.clone(),
                         smsc: self.ctx.status.name.clone(),
                         error: status_name(status),
+                        outbox_entry: f.job.receipt.clone(),
                     });
-                    self.settle.push((f.job, Settle::Done));
+                    self.settle.push((f.job, Settle::Handed));
                 }
             }
         }
