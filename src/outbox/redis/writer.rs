@@ -1,7 +1,8 @@
 //! The durable outbox's writer: acknowledgements and releases, in order, each retried until
 //! Redis takes it, so a Redis outage delays them but loses none. It holds no handle on the
 //! outbox itself: it ends once the outbox (the last sender) is gone, after writing what was
-//! queued.
+//! queued. It runs supervised ([`crate::outbox::supervise`]): a writer that panics is replaced by
+//! one that takes over its queue ([`WriterInput`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,9 +56,64 @@ impl WriteOp {
     }
 }
 
-/// Writes acks and releases in order, retrying each until Redis takes it.
-pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
-    while let Some(op) = rx.recv().await {
+/// The writer's input, shared by the successive writer tasks of its supervisor: the queue,
+/// and the op being written — so that the writer that replaces one that panicked loses nothing
+/// queued and tries the interrupted op once more.
+pub(super) struct WriterInput {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteOp>>,
+    /// The op being written, and how many times it was tried again after a writer panicked.
+    current: Mutex<Option<(Arc<WriteOp>, u32)>>,
+}
+
+impl WriterInput {
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<WriteOp>) -> Arc<WriterInput> {
+        Arc::new(WriterInput {
+            queue: tokio::sync::Mutex::new(rx),
+            current: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<(Arc<WriteOp>, u32)>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The op a writer that panicked was writing, to try once more; given up (and `None`)
+    /// when it already made a writer panic after such a retry: its entry stays pending in
+    /// Redis, so it is claimed again after `CLAIM_IDLE` — possibly sent twice, never lost.
+    fn resume(&self, ctx: &WriterCtx) -> Option<Arc<WriteOp>> {
+        let mut current = self.current();
+        let (op, retries) = current.take()?;
+        if retries == 0 {
+            *current = Some((op.clone(), 1));
+            return Some(op);
+        }
+        drop(current);
+        let e = op.entry();
+        tracing::error!(stream = %e.stream, entry = %e.id,
+            "outbox: a write that made the writer panic twice is given up; the entry stays pending");
+        finished(ctx, &op);
+        None
+    }
+}
+
+/// Writes acks and releases in order, retrying each until Redis takes it; ends once every
+/// sender is gone and the queue is written.
+pub(super) async fn run_writer(ctx: Arc<WriterCtx>, input: Arc<WriterInput>) {
+    // The queue is this writer's for its life; a writer that panics releases it as it unwinds.
+    let mut rx = input.queue.lock().await;
+    let mut resumed = input.resume(&ctx);
+    loop {
+        let op = match resumed.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => {
+                    let op = Arc::new(op);
+                    *input.current() = Some((op.clone(), 0));
+                    op
+                }
+                None => return,
+            },
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             match apply(&ctx, &op).await {
@@ -69,12 +125,18 @@ pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<W
                 }
             }
         }
-        if let Ok(mut s) = ctx.settling.lock() {
-            s.remove(op.entry());
-        }
-        if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            ctx.idle.notify_waiters();
-        }
+        *input.current() = None;
+        finished(&ctx, &op);
+    }
+}
+
+/// An op is written (or given up): no longer settling, one write less pending.
+fn finished(ctx: &WriterCtx, op: &WriteOp) {
+    if let Ok(mut s) = ctx.settling.lock() {
+        s.remove(op.entry());
+    }
+    if ctx.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+        ctx.idle.notify_waiters();
     }
 }
 
