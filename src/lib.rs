@@ -127,8 +127,9 @@ async fn watchdog(w: Watchdog) {
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves, then drains: stops accepting,
-/// finishes in-flight requests, gives queued SMS `server.shutdown_grace` to be submitted,
-/// unbinds every session.
+/// finishes in-flight requests, gives queued SMS `server.shutdown_grace` to be submitted (with
+/// Redis: only those in the sessions' windows; the queue stays in Redis), unbinds every
+/// session. Nothing it started outlives it.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -154,6 +155,10 @@ pub async fn run(
         .map_err(|e| StartError::Config(e.to_string()))?;
     let codes = otp::codes::CodeDeriver::with_retired(key, &retired);
 
+    // The sweepers (the memory store's, the outbox's expiry) end with this function: tests
+    // run many daemons in one process.
+    let sweep_stop = CancellationToken::new();
+    let _sweep_stop = sweep_stop.clone().drop_guard();
     let store = match config.store.backend {
         StoreBackend::Memory => {
             let m = Arc::new(store::memory::MemoryStore::with_guard(
@@ -161,9 +166,13 @@ pub async fn run(
             ));
             let sweeper = m.clone();
             let clock = options.clock.clone();
+            let stop = sweep_stop.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        _ = stop.cancelled() => return,
+                    }
                     sweeper.sweep(clock.now_ms());
                 }
             });
@@ -242,9 +251,6 @@ pub async fn run(
         phone_changes: store.phone_changes.clone(),
         clock: options.clock.clone(),
     });
-    // The expiry sweeper ends with this function.
-    let sweep_stop = CancellationToken::new();
-    let _sweep_stop = sweep_stop.clone().drop_guard();
     outbox::sweep::spawn(
         outbox.clone(),
         store.messages.clone(),

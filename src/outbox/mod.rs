@@ -15,6 +15,7 @@
 pub mod memory;
 pub mod redis;
 pub mod stale;
+pub mod supervise;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -256,8 +257,19 @@ impl Outbox {
         }
     }
 
-    /// Whether nothing waits for any of `routes` (for the shutdown drain). With Redis, what
-    /// waits stays there for the next instance: nothing to wait for.
+    /// Whether sessions drain this outbox at shutdown. The memory outbox's queue dies with the
+    /// process: sessions keep taking and submitting it for `shutdown_grace`. What waits in
+    /// Redis stays there for the next instance: a session stops taking work at once (its
+    /// consumer closed, what it buffered goes back) and only finishes what is in its window.
+    pub fn drains_at_shutdown(&self) -> bool {
+        match self {
+            Outbox::Memory(_) => true,
+            Outbox::Redis(_) => false,
+        }
+    }
+
+    /// Whether nothing waits for any of `routes` that sessions must still submit at shutdown:
+    /// with Redis never anything (see [`Outbox::drains_at_shutdown`]).
     pub async fn is_empty_for(&self, routes: &[String]) -> bool {
         match self {
             Outbox::Memory(m) => m.is_empty_for(routes),

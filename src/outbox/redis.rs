@@ -22,8 +22,11 @@
 //! - Entries are versioned envelopes (fields `v`, `k`, `j`; see [`super::JOB_VERSION`]): an
 //!   entry of a newer version or unknown kind is left pending, never acknowledged nor claimed
 //!   by this version, for an instance that can read it (logged once, counted in
-//!   `otpgate_outbox_foreign_entries_total`).
+//!   `otpgate_outbox_foreign_entries_total`; remembered while pending, forgotten by a
+//!   heartbeat once a newer instance settled it).
 //! - Consumers that hold nothing and were silent for [`REAP_IDLE`] are removed from the group.
+//! - The writer, each consumer's reader and heartbeat run supervised ([`super::supervise`]):
+//!   a panic restarts the task with a fresh state; the writer's queue survives it.
 //!
 //! All keys (spelled in [`crate::store::keys`]) carry the hash tag `{ob}`: one slot, so
 //! multi-stream reads work on a cluster too; every key a script touches is passed in `KEYS`.
@@ -36,20 +39,24 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
-use super::{Error, JOB_VERSION, Job, Priority, Routing};
+use super::supervise;
+use super::{Error, JOB_KINDS, JOB_VERSION, Job, Priority, Routing};
 use crate::clock::Clock;
 use crate::store::connect;
 use crate::store::keys::Keys;
-use writer::{EntryRef, WriteOp, WriterCtx, run_writer};
+use writer::{EntryRef, WriteOp, WriterCtx, WriterInput, run_writer};
 
 mod reader;
+#[doc(hidden)]
+pub use reader::panic_next_reader_of;
 mod writer;
 
 /// Entries of a consumer that has been silent this long are taken over by others.
 pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
 /// How often a consumer touches the entries it holds, and looks for abandoned ones.
-const HEARTBEAT: Duration = Duration::from_secs(3);
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Consumers holding nothing and silent this long are removed from the group.
 pub const REAP_IDLE: Duration = Duration::from_secs(600);
 const GROUP: &str = "otpgate";
@@ -86,7 +93,8 @@ pub struct RedisOutbox {
     sweep: Script,
     /// Checks code SMS against their verification before they are buffered.
     pub(super) stale: std::sync::OnceLock<Arc<super::stale::StaleCheck>>,
-    /// Entries of a newer version already reported (each is logged once).
+    /// Entries of a newer version already reported (each is logged once), while they are
+    /// pending: every heartbeat forgets those that are not any more, so this does not grow.
     foreign_seen: Mutex<HashSet<EntryRef>>,
     /// Settled entries whose outcome the delivery tracker has not recorded yet, by the
     /// consumer that holds them: still touched by its heartbeat (so no other consumer takes
@@ -113,17 +121,22 @@ impl RedisOutbox {
         let writer_idle = Arc::new(Notify::new());
         let pending_writes = Arc::new(AtomicUsize::new(0));
         let settling: Arc<Mutex<HashSet<EntryRef>>> = Arc::default();
-        tokio::spawn(run_writer(
-            WriterCtx {
-                conn: conn.clone(),
-                keys: keys.clone(),
-                clock: clock.clone(),
-                pending: pending_writes.clone(),
-                idle: writer_idle.clone(),
-                settling: settling.clone(),
-            },
-            rx,
-        ));
+        let ctx = Arc::new(WriterCtx {
+            conn: conn.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            pending: pending_writes.clone(),
+            idle: writer_idle.clone(),
+            settling: settling.clone(),
+        });
+        let input = WriterInput::new(rx);
+        // No stop: it ends once the outbox is gone and what was queued is written.
+        supervise::spawn(
+            "outbox_writer",
+            "none".into(),
+            CancellationToken::new(),
+            move || run_writer(ctx.clone(), input.clone()),
+        );
         Ok(Arc::new(RedisOutbox {
             client,
             conn,
@@ -175,27 +188,25 @@ impl RedisOutbox {
         d
     }
 
-    /// Removes expired jobs no consumer holds (never read, or waiting for a retry); returns
-    /// their message ids.
+    /// Removes expired jobs no consumer holds (never read, or waiting for a retry), of every
+    /// version and kind this instance reads; returns their message ids.
     pub async fn take_expired(&self, now_ms: i64) -> Result<Vec<String>, Error> {
         let mut c = self.conn.clone();
-        let mut out: Vec<String> = self
-            .sweep
-            .key(self.keys.outbox_delay())
-            .arg("delay")
-            .arg(GROUP)
-            .arg(now_ms)
-            .arg(1000)
-            .invoke_async(&mut c)
-            .await?;
-        for (s, _) in &self.all_streams {
+        let kinds = JOB_KINDS.join(",");
+        let delay = self.keys.outbox_delay();
+        let targets = std::iter::once((&delay, "delay"))
+            .chain(self.all_streams.iter().map(|(s, _)| (s, "stream")));
+        let mut out = Vec::new();
+        for (key, form) in targets {
             let ids: Vec<String> = self
                 .sweep
-                .key(s)
-                .arg("stream")
+                .key(key)
+                .arg(form)
                 .arg(GROUP)
                 .arg(now_ms)
                 .arg(1000)
+                .arg(JOB_VERSION)
+                .arg(&kinds)
                 .invoke_async(&mut c)
                 .await?;
             out.extend(ids);
@@ -293,6 +304,34 @@ impl RedisOutbox {
         }
     }
 
+    /// How many entries of a newer version (or unknown kind) this instance knows to be pending
+    /// (each was reported once; forgotten once no longer pending).
+    pub fn foreign_pending(&self) -> usize {
+        self.foreign_seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// The reported entries of a newer version in `streams`.
+    fn foreign_in(&self, streams: &[String]) -> Vec<EntryRef> {
+        self.foreign_seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|e| streams.contains(&e.stream))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets reported entries that are no longer pending (a newer instance settled them).
+    fn forget_foreign(&self, gone: &[EntryRef]) {
+        if let Ok(mut s) = self.foreign_seen.lock() {
+            for e in gone {
+                s.remove(e);
+            }
+        }
+    }
+
     /// A consumer for one bind of `smsc`, reading `routes`; it holds (buffered, not yet
     /// handed out) at most about `window` messages.
     pub fn consumer(
@@ -313,7 +352,7 @@ impl RedisOutbox {
             state: Mutex::default(),
             ready: Notify::new(),
             room: Notify::new(),
-            stop: tokio_util::sync::CancellationToken::new(),
+            stop: CancellationToken::new(),
             budget: window.max(1),
         });
         let reader = Arc::new(reader::Reader {
@@ -324,8 +363,20 @@ impl RedisOutbox {
             routing,
             slot: slot.clone(),
         });
-        tokio::spawn(reader::run_reader(reader.clone()));
-        tokio::spawn(reader::run_heartbeat(reader));
+        // Both restarted with a fresh state when they panic; both end when the consumer closes.
+        let r = reader.clone();
+        supervise::spawn(
+            "outbox_reader",
+            smsc.to_owned(),
+            slot.stop.clone(),
+            move || reader::run_reader(r.clone()),
+        );
+        supervise::spawn(
+            "outbox_heartbeat",
+            smsc.to_owned(),
+            slot.stop.clone(),
+            move || reader::run_heartbeat(reader.clone()),
+        );
         Consumer {
             outbox: self.clone(),
             slot,
@@ -367,7 +418,7 @@ struct Slot {
     ready: Notify,
     /// The session took a job: room to read more.
     room: Notify,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
     /// How many jobs may wait in the buffer.
     budget: usize,
 }
@@ -482,7 +533,7 @@ impl Consumer {
 
     /// Stops reading and gives back what was read but never handed out.
     pub fn close(&mut self) {
-        self.slot.stop.cancel();
+        // Closed before the reader is stopped: what a read it finishes brings goes back too.
         let jobs: Vec<Job> = {
             let mut st = self.slot.lock();
             st.closed = true;
@@ -490,6 +541,7 @@ impl Consumer {
             v.extend(st.rest.drain(..));
             v
         };
+        self.slot.stop.cancel();
         for job in jobs {
             self.release(job);
         }

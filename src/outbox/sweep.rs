@@ -15,22 +15,30 @@ use crate::store::messages::{DeliveryStatus, MessageStore, MessageUpdate};
 /// How often the outbox is swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-/// Sweeps `outbox` every [`SWEEP_EVERY`] until `stop`.
+/// Sweeps `outbox` every [`SWEEP_EVERY`] until `stop` (supervised: restarted when it panics).
 pub fn spawn(
     outbox: Outbox,
     messages: Arc<dyn MessageStore>,
     clock: Clock,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
+    super::supervise::spawn("outbox_sweeper", "none".into(), stop.clone(), move || {
+        let (outbox, messages, clock, stop) = (
+            outbox.clone(),
+            messages.clone(),
+            clock.clone(),
+            stop.clone(),
+        );
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                sweep_once(&outbox, messages.as_ref(), &clock).await;
             }
-            sweep_once(&outbox, messages.as_ref(), &clock).await;
         }
     })
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::FromRedisValue;
@@ -23,6 +24,8 @@ const REAP_EVERY: u32 = 20;
 /// it is touched before it has been idle for `TOUCH_AFTER + HEARTBEAT`, well under
 /// [`CLAIM_IDLE`].
 const TOUCH_AFTER: Duration = HEARTBEAT;
+/// How long a read under way may still finish once the consumer closed.
+const FINISH_READ: Duration = Duration::from_millis(100);
 
 pub(super) struct Reader {
     pub(super) outbox: Arc<RedisOutbox>,
@@ -82,6 +85,9 @@ pub(super) async fn run_reader(r: Arc<Reader>) {
         if stop.is_cancelled() {
             return;
         }
+        if panic_requested(r.outbox.keys.prefix()) {
+            panic!("test hook: an outbox reader of {} panics", r.name);
+        }
         let c = match &mut conn {
             Some(c) => c,
             None => match connect::dedicated(&r.outbox.client).await {
@@ -121,11 +127,21 @@ pub(super) async fn run_reader(r: Arc<Reader>) {
             }
             room
         };
-        // Stopping closes the connection even mid-`XREADGROUP … BLOCK`: a read left blocked
-        // would take the next entry for a consumer that is gone (until `CLAIM_IDLE`).
-        let result = tokio::select! {
-            res = read_once(&r, c, room, &mut own_pending) => res,
-            _ = stop.cancelled() => return,
+        let result = {
+            let read = read_once(&r, c, room, &mut own_pending);
+            tokio::pin!(read);
+            tokio::select! {
+            res = &mut read => res,
+            _ = stop.cancelled() => {
+                // A read Redis already answered gave its entries to this consumer: finished,
+                // they go back to the stream (the buffer is closed) instead of waiting for a
+                // takeover after `CLAIM_IDLE`. A read still blocked (`XREADGROUP … BLOCK` on
+                // empty streams) is dropped with the connection, so Redis unblocks it
+                // rather than hand the next entry to a consumer that is gone.
+                let _ = tokio::time::timeout(FINISH_READ, read).await;
+                return;
+            }
+            }
         };
         if let Err(e) = result {
             if e.code() == Some("NOGROUP") {
@@ -507,6 +523,36 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
             }
         }
     }
+    prune_foreign(r, &mut c).await
+}
+
+/// Forgets the reported entries of a newer version (in this consumer's streams) that are no
+/// longer pending: one pipeline, only while there are some.
+async fn prune_foreign(
+    r: &Reader,
+    c: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<()> {
+    let known = r.outbox.foreign_in(&r.streams);
+    if known.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for e in &known {
+        pipe.cmd("XPENDING")
+            .arg(&e.stream)
+            .arg(GROUP)
+            .arg(&e.id)
+            .arg(&e.id)
+            .arg(1);
+    }
+    let pending: Vec<Vec<redis::Value>> = pipe.query_async(c).await?;
+    let gone: Vec<EntryRef> = known
+        .into_iter()
+        .zip(pending)
+        .filter(|(_, p)| p.is_empty())
+        .map(|(e, _)| e)
+        .collect();
+    r.outbox.forget_foreign(&gone);
     Ok(())
 }
 
@@ -605,4 +651,33 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
         }
     }
     Ok(())
+}
+
+/// A test hook: the next outbox reader of the daemon whose key prefix is `prefix` panics (at
+/// its next read), to prove supervision. Not for production use; nothing in the daemon calls it.
+#[doc(hidden)]
+pub fn panic_next_reader_of(prefix: &str) {
+    if let Ok(mut armed) = PANIC_AT.lock() {
+        armed.push(prefix.to_owned());
+        PANIC_ARMED.store(true, Ordering::SeqCst);
+    }
+}
+
+static PANIC_AT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static PANIC_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the test hook asks a reader of `prefix` to panic now (once).
+fn panic_requested(prefix: &str) -> bool {
+    if !PANIC_ARMED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(mut armed) = PANIC_AT.lock() else {
+        return false;
+    };
+    let Some(i) = armed.iter().position(|a| a == prefix) else {
+        return false;
+    };
+    armed.swap_remove(i);
+    PANIC_ARMED.store(!armed.is_empty(), Ordering::SeqCst);
+    true
 }

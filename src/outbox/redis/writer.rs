@@ -1,7 +1,8 @@
 //! The durable outbox's writer: acknowledgements and releases, batched, each batch retried
 //! until Redis takes it, so a Redis outage delays them but loses none. It holds no handle on the
 //! outbox itself: it ends once the outbox (the last sender) is gone, after writing what was
-//! queued.
+//! queued. It runs supervised ([`crate::outbox::supervise`]): a writer that panics is replaced by
+//! one that takes over its queue ([`WriterInput`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,13 +61,69 @@ impl WriteOp {
 /// How many writes go to Redis in one pipeline at most.
 const BATCH: usize = 512;
 
-/// Writes acks and releases, retrying until Redis takes them. What is queued when the writer
-/// turns to it goes in one pipeline (acknowledgements of one stream in one `XACK` and one
-/// `XDEL`): every write is idempotent, so a batch that failed half-way is simply written again.
-pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+/// The writer's input, shared by the successive writer tasks of its supervisor: the queue,
+/// and the batch being written — so that the writer that replaces one that panicked loses
+/// nothing queued and tries the interrupted batch once more.
+pub(super) struct WriterInput {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteOp>>,
+    /// The batch being written, and how many times it was tried again after a writer panicked.
+    current: Mutex<Option<(Arc<Vec<WriteOp>>, u32)>>,
+}
+
+impl WriterInput {
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<WriteOp>) -> Arc<WriterInput> {
+        Arc::new(WriterInput {
+            queue: tokio::sync::Mutex::new(rx),
+            current: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Vec<WriteOp>>, u32)>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The batch a writer that panicked was writing, to try once more; given up (and `None`)
+    /// when it already made a writer panic after such a retry: its entries stay pending in
+    /// Redis, so they are claimed again after `CLAIM_IDLE` — possibly sent twice, never lost.
+    fn resume(&self, ctx: &WriterCtx) -> Option<Arc<Vec<WriteOp>>> {
+        let mut current = self.current();
+        let (batch, retries) = current.take()?;
+        if retries == 0 {
+            *current = Some((batch.clone(), 1));
+            return Some(batch);
+        }
+        drop(current);
+        tracing::error!(
+            writes = batch.len(),
+            "outbox: writes that made the writer panic twice are given up; their entries stay pending"
+        );
+        finished(ctx, &batch);
+        None
+    }
+}
+
+/// Writes acks and releases, retrying until Redis takes them; ends once every sender is gone
+/// and the queue is written. What is queued when the writer turns to it goes in one pipeline
+/// (acknowledgements of one stream in one `XACK` and one `XDEL`): every write is idempotent,
+/// so a batch that failed half-way is simply written again.
+pub(super) async fn run_writer(ctx: Arc<WriterCtx>, input: Arc<WriterInput>) {
     let release = redis::Script::new(include_str!("release.lua"));
-    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    // The queue is this writer's for its life; a writer that panics releases it as it unwinds.
+    let mut rx = input.queue.lock().await;
+    let mut resumed = input.resume(&ctx);
+    loop {
+        let batch = match resumed.take() {
+            Some(batch) => batch,
+            None => {
+                let mut ops = Vec::with_capacity(BATCH);
+                if rx.recv_many(&mut ops, BATCH).await == 0 {
+                    return;
+                }
+                let batch = Arc::new(ops);
+                *input.current() = Some((batch.clone(), 0));
+                batch
+            }
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             match apply(&ctx, &release, &batch).await {
@@ -78,16 +135,21 @@ pub(super) async fn run_writer(ctx: WriterCtx, mut rx: mpsc::UnboundedReceiver<W
                 }
             }
         }
-        let n = batch.len();
-        if let Ok(mut s) = ctx.settling.lock() {
-            for op in &batch {
-                s.remove(op.entry());
-            }
+        *input.current() = None;
+        finished(&ctx, &batch);
+    }
+}
+
+/// A batch is written (or given up): no longer settling, that many writes less pending.
+fn finished(ctx: &WriterCtx, batch: &[WriteOp]) {
+    if let Ok(mut s) = ctx.settling.lock() {
+        for op in batch {
+            s.remove(op.entry());
         }
-        batch.clear();
-        if ctx.pending.fetch_sub(n, Ordering::SeqCst) == n {
-            ctx.idle.notify_waiters();
-        }
+    }
+    let n = batch.len();
+    if n > 0 && ctx.pending.fetch_sub(n, Ordering::SeqCst) == n {
+        ctx.idle.notify_waiters();
     }
 }
 

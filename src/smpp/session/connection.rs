@@ -301,14 +301,23 @@ impl<'a> Session<'a> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut out = BytesMut::with_capacity(16 * 1024);
+        // Whether new work is taken from the outbox: until shutdown, and while draining an
+        // outbox whose queue dies with the process (memory). From Redis nothing new is taken
+        // once shutdown began: the queue stays there for the next instance.
+        let mut taking = true;
         loop {
             // Stop first: past the drain deadline nothing more is submitted.
             let draining = self.ctx.shutdown.is_cancelled();
             if draining {
                 let deadline =
                     *drain_deadline.get_or_insert_with(|| Instant::now() + self.ctx.shutdown_grace);
-                let idle =
-                    self.window.is_empty() && self.ctx.outbox.is_empty_for(&self.ctx.routes).await;
+                if taking && !self.ctx.outbox.drains_at_shutdown() {
+                    // What the consumer buffered goes back now; the window is finished.
+                    self.consumer.close();
+                    taking = false;
+                }
+                let idle = self.window.is_empty()
+                    && (!taking || self.ctx.outbox.is_empty_for(&self.ctx.routes).await);
                 if idle || Instant::now() >= deadline {
                     if !out.is_empty() {
                         self.write(writer, out.split()).await?;
@@ -348,7 +357,7 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                job = self.consumer.next(), if room => {
+                job = self.consumer.next(), if room && taking => {
                     // Taken while the stop came: it goes back rather than out.
                     if self.drain_over(drain_deadline) {
                         self.consumer.release(job);
