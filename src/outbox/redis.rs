@@ -99,7 +99,7 @@ pub struct RedisOutbox {
     /// Settled entries whose outcome the delivery tracker has not recorded yet, by the
     /// consumer that holds them: still touched by its heartbeat (so no other consumer takes
     /// them over), acknowledged by [`RedisOutbox::settled`].
-    handed: Mutex<HashMap<EntryRef, (Arc<str>, std::time::Instant)>>,
+    handed: Mutex<HashMap<EntryRef, Handed>>,
 }
 
 impl RedisOutbox {
@@ -137,7 +137,7 @@ impl RedisOutbox {
             CancellationToken::new(),
             move || run_writer(ctx.clone(), input.clone()),
         );
-        Ok(Arc::new(RedisOutbox {
+        let outbox = Arc::new(RedisOutbox {
             client,
             conn,
             keys,
@@ -156,7 +156,17 @@ impl RedisOutbox {
             stale: std::sync::OnceLock::new(),
             foreign_seen: Mutex::default(),
             handed: Mutex::default(),
-        }))
+        });
+        // Touches handed entries for their consumers, whether or not those still run (a
+        // session reconnecting has no heartbeat); ends with the outbox.
+        let weak = Arc::downgrade(&outbox);
+        supervise::spawn(
+            "outbox_handed",
+            "none".into(),
+            CancellationToken::new(),
+            move || reader::run_handed(weak.clone()),
+        );
+        Ok(outbox)
     }
 
     fn stream(&self, route: &str, priority: Priority) -> String {
@@ -241,30 +251,11 @@ impl RedisOutbox {
             stream: stream.to_owned(),
             id: id.to_owned(),
         };
+        // Settling before it stops being handed: a recovery read in between skips it either way.
+        self.write(WriteOp::Ack(e.clone()));
         if let Ok(mut h) = self.handed.lock() {
             h.remove(&e);
         }
-        self.write(WriteOp::Ack(e));
-    }
-
-    /// The handed entries `consumer` holds that were last made fresh before `before` (for
-    /// its heartbeat); they count as fresh from `now` on.
-    fn handed_to_touch(
-        &self,
-        consumer: &str,
-        before: std::time::Instant,
-        now: std::time::Instant,
-    ) -> Vec<EntryRef> {
-        let Ok(mut h) = self.handed.lock() else {
-            return Vec::new();
-        };
-        h.iter_mut()
-            .filter(|(_, (c, at))| &**c == consumer && *at <= before)
-            .map(|(e, (_, at))| {
-                *at = now;
-                e.clone()
-            })
-            .collect()
     }
 
     fn write(&self, op: WriteOp) {
@@ -385,6 +376,21 @@ impl RedisOutbox {
     }
 }
 
+/// A settled entry whose outcome the tracker has not recorded yet.
+struct Handed {
+    /// The consumer it is pending to.
+    consumer: Arc<str>,
+    /// When Redis last reset its idle time.
+    fresh_at: std::time::Instant,
+    /// When it was handed over (one never recorded is let go after [`HANDED_MAX`]).
+    handed_at: std::time::Instant,
+}
+
+/// A handed entry whose outcome was not recorded within this (a tracker that lost it, or a
+/// store down this long) is no longer touched: after [`CLAIM_IDLE`] a consumer recovers it
+/// and sends it again unless its message record says it went.
+const HANDED_MAX: Duration = Duration::from_secs(120);
+
 /// What a consumer holds of one entry.
 struct Held {
     /// The job's JSON as the entry holds it (a release writes it back with our changes).
@@ -487,17 +493,27 @@ impl Consumer {
         let Some(e) = entry_of(job) else {
             return;
         };
-        let held = self.slot.lock().held.remove(&e);
+        let mut st = self.slot.lock();
         // One taken over meanwhile is not ours to touch; the tracker acknowledges it anyway.
+        // Handed before it leaves `held`: a recovery read never sees it in neither.
         if let Some(Held {
             lost: false,
             fresh_at,
             ..
-        }) = held
+        }) = st.held.get(&e)
             && let Ok(mut h) = self.outbox.handed.lock()
         {
-            h.insert(e, (self.name.clone(), fresh_at));
+            let now = std::time::Instant::now();
+            h.insert(
+                e.clone(),
+                Handed {
+                    consumer: self.name.clone(),
+                    fresh_at: *fresh_at,
+                    handed_at: now,
+                },
+            );
         }
+        st.held.remove(&e);
     }
 
     pub fn release(&self, job: Job) {

@@ -91,8 +91,8 @@ async fn xlen(f: &mut Fixture) -> usize {
         .unwrap()
 }
 
-/// Makes `id` look idle for a minute, pending to `consumer`.
-async fn make_idle(f: &mut Fixture, consumer: &str, id: &str) {
+/// Makes `id` pending to `consumer`, idle for `idle_ms`.
+async fn make_idle(f: &mut Fixture, consumer: &str, id: &str, idle_ms: u64) {
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg(&f.stream)
         .arg("otpgate")
@@ -100,7 +100,7 @@ async fn make_idle(f: &mut Fixture, consumer: &str, id: &str) {
         .arg(0)
         .arg(id)
         .arg("IDLE")
-        .arg(60_000)
+        .arg(idle_ms)
         .arg("JUSTID")
         .query_async(&mut f.conn)
         .await
@@ -120,8 +120,9 @@ async fn a_release_of_an_entry_taken_over_queues_nothing() {
     let p = pending(&mut f).await;
     assert_eq!(p.len(), 1, "read, pending to the consumer: {p:?}");
     let id = p[0].0.clone();
-    // Another consumer takes it over (as after CLAIM_IDLE of silence).
-    make_idle(&mut f, "intruder", &id).await;
+    // Another consumer takes it over (as after CLAIM_IDLE of silence); fresh, so that no claim
+    // takes it back meanwhile.
+    make_idle(&mut f, "intruder", &id, 0).await;
     a.release(got);
     f.outbox.flush(Duration::from_secs(5)).await;
     assert_eq!(xlen(&mut f).await, 1, "no second entry was queued");
@@ -169,13 +170,18 @@ async fn a_settled_entry_stays_pending_and_touched_until_its_outcome_is_recorded
         "not acknowledged before the tracker recorded it: {p:?}"
     );
     let (id, owner) = (p[0].0.clone(), p[0].1.clone());
-    // Still the consumer's: its heartbeat (every 3 s) touches it once held 3 s.
-    make_idle(&mut f, &owner, &id).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    // Still the consumer's: touched (every 3 s, once idle 1.5 s) before anyone may claim it.
+    // Idle 5 s (under CLAIM_IDLE, so no claim resets it): the touch brings it back under 4 s.
+    // (Idle for 1.5 s first, so the next beat, within 3 s, touches it; the wait ends before the
+    // idle time could reach CLAIM_IDLE, when a claim would reset it too.)
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    make_idle(&mut f, &owner, &id, 5_000).await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(4_500);
     loop {
         let p = pending(&mut f).await;
         assert_eq!(p.len(), 1, "{p:?}");
-        if p[0].2 < 10_000 {
+        assert_eq!(p[0].1, owner, "still its consumer's");
+        if p[0].2 < 4_000 {
             break;
         }
         assert!(
@@ -214,7 +220,7 @@ async fn taken_over_with_status(status: &str) -> Option<Job> {
     let (id, owner) = (p[0].0.clone(), p[0].1.clone());
     // The consumer goes silent (its process stalled) holding the message.
     drop(a);
-    make_idle(&mut f, &owner, &id).await;
+    make_idle(&mut f, &owner, &id, 60_000).await;
     let mut b = f
         .outbox
         .consumer(&[String::new()], "sim", 1, f.routing.clone(), 4);

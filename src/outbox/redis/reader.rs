@@ -12,7 +12,9 @@ use redis::FromRedisValue;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
-use super::{CLAIM_IDLE, EntryRef, GROUP, HEARTBEAT, Held, REAP_IDLE, RedisOutbox, Slot, WriteOp};
+use super::{
+    CLAIM_IDLE, EntryRef, GROUP, HANDED_MAX, HEARTBEAT, Held, REAP_IDLE, RedisOutbox, Slot, WriteOp,
+};
 use crate::outbox::stale::Verdict;
 use crate::outbox::{Body, Envelope, JOB_KINDS, JOB_VERSION, Priority, Routing};
 use crate::store::connect;
@@ -21,9 +23,13 @@ use crate::store::verifications::Status;
 /// How often a heartbeat also removes dead consumers.
 const REAP_EVERY: u32 = 20;
 /// An entry is touched once its idle time passed this: with a heartbeat every [`HEARTBEAT`],
-/// it is touched before it has been idle for `TOUCH_AFTER + HEARTBEAT`, well under
-/// [`CLAIM_IDLE`].
-const TOUCH_AFTER: Duration = HEARTBEAT;
+/// it is touched before it has been idle for `TOUCH_AFTER + HEARTBEAT` (4.5 s): a failed or late
+/// beat still leaves a margin under [`CLAIM_IDLE`].
+const TOUCH_AFTER: Duration = Duration::from_millis(1500);
+const _: () = assert!(
+    TOUCH_AFTER.as_millis() + 2 * HEARTBEAT.as_millis() < CLAIM_IDLE.as_millis(),
+    "an entry must be touched twice before it can be claimed"
+);
 /// How long a read under way may still finish once the consumer closed.
 const FINISH_READ: Duration = Duration::from_millis(100);
 
@@ -194,6 +200,8 @@ async fn read_once(
             }
         }
     }
+    // Redis resets the idle time of what it hands out no earlier than this.
+    let read_at = std::time::Instant::now();
     let reply: Option<StreamReadReply> = cmd.query_async(c).await?;
     let mut entries = Vec::new();
     let mut last: HashMap<String, String> = HashMap::new();
@@ -226,7 +234,7 @@ async fn read_once(
             *own_pending = None;
         }
     }
-    admit(r, entries, recovered).await;
+    admit(r, entries, recovered, read_at).await;
     Ok(())
 }
 
@@ -234,7 +242,7 @@ async fn read_once(
 /// leaves entries of a newer version pending; settles stale code SMS. `recovered`: entries read
 /// before (our own pending ones after a reconnection, or taken over from a silent consumer),
 /// which may have been submitted already: those whose message is no longer `queued` go.
-async fn admit(r: &Reader, entries: Vec<Raw>, recovered: bool) {
+async fn admit(r: &Reader, entries: Vec<Raw>, recovered: bool, read_at: std::time::Instant) {
     let outbox = &r.outbox;
     let mut jobs = Vec::with_capacity(entries.len());
     for raw in entries {
@@ -269,7 +277,7 @@ async fn admit(r: &Reader, entries: Vec<Raw>, recovered: bool) {
         jobs.push((e, job, raw.j.unwrap_or_default()));
     }
     let jobs = drop_stale(r, jobs, recovered).await;
-    buffer(r, jobs);
+    buffer(r, jobs, read_at);
 }
 
 /// Settles the code SMS whose verification is no longer pending (see [`crate::outbox::stale`])
@@ -383,7 +391,11 @@ fn already_sent(status: Option<&str>, resent: Option<&str>, job: &crate::outbox:
     }
 }
 
-fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
+fn buffer(
+    r: &Reader,
+    jobs: Vec<(EntryRef, crate::outbox::Job, String)>,
+    read_at: std::time::Instant,
+) {
     let outbox = &r.outbox;
     let mut any = false;
     for (e, mut job, raw_j) in jobs {
@@ -413,7 +425,7 @@ fn buffer(r: &Reader, jobs: Vec<(EntryRef, crate::outbox::Job, String)>) {
             Held {
                 raw: raw_j,
                 lost: false,
-                fresh_at: std::time::Instant::now(),
+                fresh_at: read_at,
             },
         );
         if job.priority == Priority::Code {
@@ -463,6 +475,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
         if room == 0 {
             break;
         }
+        let claimed_at = std::time::Instant::now();
         let (next, claimed, foreign): (String, Vec<Vec<String>>, Vec<Vec<String>>) = outbox
             .claim
             .key(s)
@@ -503,7 +516,7 @@ async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::Red
                     Err(_) => None,
                 })
                 .collect();
-            admit(r, entries, true).await;
+            admit(r, entries, true, claimed_at).await;
         }
     }
     if reap {
@@ -600,33 +613,27 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
     let now = std::time::Instant::now();
     let before = now.checked_sub(TOUCH_AFTER).unwrap_or(now);
     let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-    for (e, h) in r.slot.lock().held.iter_mut() {
+    for (e, h) in r.slot.lock().held.iter() {
         if !h.lost && h.fresh_at <= before {
-            h.fresh_at = now;
             by_stream
                 .entry(e.stream.clone())
                 .or_default()
                 .push(e.id.clone());
         }
     }
-    // Settled, their outcome not yet recorded: still ours.
-    for e in r.outbox.handed_to_touch(&r.name, before, now) {
-        by_stream.entry(e.stream).or_default().push(e.id);
-    }
     for (s, ids) in by_stream {
-        let lost: Vec<String> = r
-            .outbox
-            .touch
-            .key(&s)
-            .arg(GROUP)
-            .arg(&*r.name)
-            .arg(&ids)
-            .invoke_async(c)
-            .await?;
-        if lost.is_empty() {
-            continue;
-        }
+        let lost = touch_ids(&r.outbox, c, &s, &r.name, &ids).await?;
         let mut st = r.slot.lock();
+        // Fresh from before the call on, once Redis confirmed it.
+        for id in &ids {
+            let e = EntryRef {
+                stream: s.clone(),
+                id: id.clone(),
+            };
+            if let Some(h) = st.held.get_mut(&e) {
+                h.fresh_at = now;
+            }
+        }
         let mut n = 0u64;
         for id in lost {
             let e = EntryRef {
@@ -637,10 +644,6 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
             if let Some(h) = st.held.get_mut(&e) {
                 h.lost = true;
                 n += 1;
-            } else if let Ok(mut h) = r.outbox.handed.lock() {
-                // Handed to the tracker, then taken over: the tracker's acknowledgement
-                // still removes it; stop touching it.
-                h.remove(&e);
             }
         }
         drop(st);
@@ -648,6 +651,90 @@ async fn touch(r: &Reader, c: &mut redis::aio::ConnectionManager) -> redis::Redi
             metrics::counter!("otpgate_outbox_lost_total").increment(n);
             tracing::warn!(lost = n, stream = %s,
                 "outbox: messages taken over by another consumer (this one was silent too long)");
+        }
+    }
+    Ok(())
+}
+
+/// `touch.lua` for `ids` of `stream` pending to `consumer`: returns those it no longer owns.
+async fn touch_ids(
+    outbox: &RedisOutbox,
+    c: &mut redis::aio::ConnectionManager,
+    stream: &str,
+    consumer: &str,
+    ids: &[String],
+) -> redis::RedisResult<Vec<String>> {
+    outbox
+        .touch
+        .key(stream)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(ids)
+        .invoke_async(c)
+        .await
+}
+
+/// The toucher of handed entries (settled, their outcome not yet recorded by the tracker): one
+/// per outbox, on behalf of the consumers they are pending to — also while a consumer's
+/// session reconnects and has no heartbeat. Ends with the outbox.
+pub(super) async fn run_handed(outbox: std::sync::Weak<RedisOutbox>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(outbox) = outbox.upgrade() else {
+            return;
+        };
+        if let Err(e) = touch_handed(&outbox).await {
+            tracing::warn!(error = %e, "outbox: touching settled messages failed");
+        }
+    }
+}
+
+async fn touch_handed(outbox: &RedisOutbox) -> redis::RedisResult<()> {
+    let now = std::time::Instant::now();
+    let before = now.checked_sub(TOUCH_AFTER).unwrap_or(now);
+    let mut groups: HashMap<(String, Arc<str>), Vec<String>> = HashMap::new();
+    let mut abandoned = 0u64;
+    if let Ok(mut h) = outbox.handed.lock() {
+        h.retain(|_, x| {
+            let keep = now.duration_since(x.handed_at) < HANDED_MAX;
+            abandoned += u64::from(!keep);
+            keep
+        });
+        for (e, x) in h.iter() {
+            if x.fresh_at <= before {
+                groups
+                    .entry((e.stream.clone(), x.consumer.clone()))
+                    .or_default()
+                    .push(e.id.clone());
+            }
+        }
+    }
+    if abandoned > 0 {
+        tracing::warn!(
+            messages = abandoned,
+            "outbox: settled messages whose outcome was never recorded are no longer held; they may be sent again"
+        );
+    }
+    let mut c = outbox.conn.clone();
+    for ((stream, consumer), ids) in groups {
+        let lost = touch_ids(outbox, &mut c, &stream, &consumer, &ids).await?;
+        let lost: std::collections::HashSet<String> = lost.into_iter().collect();
+        if let Ok(mut h) = outbox.handed.lock() {
+            for id in ids {
+                let e = EntryRef {
+                    stream: stream.clone(),
+                    id,
+                };
+                if lost.contains(&e.id) {
+                    // Taken over (or acknowledged meanwhile): not ours to touch any more; the
+                    // tracker's acknowledgement still removes it.
+                    h.remove(&e);
+                } else if let Some(x) = h.get_mut(&e) {
+                    x.fresh_at = now;
+                }
+            }
         }
     }
     Ok(())

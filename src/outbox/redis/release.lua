@@ -6,9 +6,12 @@
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] 'stream' or 'delay',
 -- ARGV[5] the delay set's score (not before, ms), ARGV[6] the job (stream: its JSON; delay: the
 -- set member), ARGV[7] version, ARGV[8] kind.
--- Returns 1 when released, 0 when the entry is not (or no longer) this consumer's.
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not p[1] or p[1][2] ~= ARGV[2] then
+-- Returns 1 when released, 0 when the entry is not (or no longer) this consumer's, 2 when
+-- the group is gone (Redis lost its data: restarted without persistence): the job, whose only
+-- copy is the releasing consumer's, is queued again.
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+local lost_group = not ok
+if ok and (not p[1] or p[1][2] ~= ARGV[2]) then
   return 0
 end
 if ARGV[4] == 'delay' then
@@ -16,6 +19,9 @@ if ARGV[4] == 'delay' then
 else
   redis.call('XADD', KEYS[2], '*', 'v', ARGV[7], 'k', ARGV[8], 'j', ARGV[6])
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if lost_group then
+  return 2
+end
 redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 1

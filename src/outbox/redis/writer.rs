@@ -188,8 +188,10 @@ async fn apply(
     }
     let mut pipe = redis::pipe();
     for (stream, ids) in &acks {
-        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(ids).ignore();
+        // Deleted first: an entry left pending without its content (a cut between the two) is
+        // cleaned up by the next claim; one acknowledged but not deleted would stay for ever.
         pipe.cmd("XDEL").arg(stream).arg(ids).ignore();
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(ids).ignore();
     }
     if !invocations.is_empty() {
         // Cheap when the script is cached; a pipeline cannot load it on NOSCRIPT.
