@@ -180,12 +180,45 @@ impl TestDaemon {
         Self::launch(backend, sim, &addr, extra_smsc, tweak, true).await
     }
 
+    /// Like `start_with`, with the run's options (not configuration) changed too.
+    pub async fn start_with_options(
+        backend: Backend,
+        sim: SimHandle,
+        extra_smsc: &str,
+        tweak: impl FnOnce(&mut Config),
+        options: impl FnOnce(&mut otpgate::RunOptions),
+    ) -> TestDaemon {
+        let addr = sim.addr().to_string();
+        Self::launch_opts(backend, sim, &addr, extra_smsc, tweak, options, true).await
+    }
+
     async fn launch(
         backend: Backend,
         sim: SimHandle,
         smsc_addr: &str,
         extra_smsc: &str,
         tweak: impl FnOnce(&mut Config),
+        wait_ready: bool,
+    ) -> TestDaemon {
+        Self::launch_opts(
+            backend,
+            sim,
+            smsc_addr,
+            extra_smsc,
+            tweak,
+            |_| {},
+            wait_ready,
+        )
+        .await
+    }
+
+    async fn launch_opts(
+        backend: Backend,
+        sim: SimHandle,
+        smsc_addr: &str,
+        extra_smsc: &str,
+        tweak: impl FnOnce(&mut Config),
+        options_tweak: impl FnOnce(&mut otpgate::RunOptions),
         wait_ready: bool,
     ) -> TestDaemon {
         if backend == Backend::Redis {
@@ -199,10 +232,11 @@ impl TestDaemon {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let clock = Clock::system();
         let (tx, rx) = oneshot::channel::<()>();
-        let options = otpgate::RunOptions {
+        let mut options = otpgate::RunOptions {
             clock: clock.clone(),
             ..Default::default()
         };
+        options_tweak(&mut options);
         let cfg = config.clone();
         let task = tokio::spawn(async move {
             otpgate::run(
