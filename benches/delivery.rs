@@ -173,7 +173,7 @@ fn daemon_toml(sim_addr: &str, redis: Option<&str>) -> String {
         None => "backend = \"memory\"".to_owned(),
         Some(url) => format!(
             "backend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"otpgate-bench:{}:\"",
-            otpgate::ids::random_tag()
+            otpgate::ids::new_id("b", &otpgate::ids::random_tag())
         ),
     };
     format!(

@@ -100,6 +100,8 @@ pub struct RunOptions {
     pub http: Option<api::serve::HttpLimits>,
     /// systemd's watchdog (`WATCHDOG=1`), pinged while the runtime runs tasks.
     pub watchdog: Option<Watchdog>,
+    /// The memory outbox's capacity (default 100,000): tests make it small to fill it.
+    pub memory_outbox_capacity: Option<usize>,
 }
 
 /// Every `interval`, `ping` is called if the runtime is healthy: a fresh task was picked up by
@@ -221,9 +223,12 @@ pub async fn run(
         .collect();
     let routing = Arc::new(routing::Routing::new(&config.smpp.smsc, &statuses));
     let outbox = match config.store.backend {
-        StoreBackend::Memory => outbox::Outbox::Memory(Arc::new(
-            outbox::memory::MemoryOutbox::with_clock(QUEUE_CAPACITY, options.clock.clone()),
-        )),
+        StoreBackend::Memory => {
+            outbox::Outbox::Memory(Arc::new(outbox::memory::MemoryOutbox::with_clock(
+                options.memory_outbox_capacity.unwrap_or(QUEUE_CAPACITY),
+                options.clock.clone(),
+            )))
+        }
         StoreBackend::Redis => {
             let routes: Vec<String> = routing
                 .smscs

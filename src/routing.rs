@@ -80,6 +80,25 @@ impl Routing {
         })
     }
 
+    /// Whether `route` has an SMSC other than `name` that may take a job never to go through
+    /// `exclude` (bound or not): only then is there an SMSC to `avoid` `name` for. A re-send
+    /// of an undeliverable code (excluded from the SMSC that failed it) that fails a try at the
+    /// route's only other SMSC must be tried there again, not avoided by both.
+    pub fn another_for(&self, route: &str, name: &str, exclude: Option<&str>) -> bool {
+        self.smscs.iter().any(|s| {
+            &*s.status.name != name
+                && Some(&*s.status.name) != exclude
+                && s.routes.iter().any(|x| x == route)
+        })
+    }
+
+    /// The SMSC a job that failed a try at `name` should avoid next (`None`: no other may
+    /// take it, so `name` tries again).
+    pub fn avoid_after_failure(&self, job: &crate::outbox::Job, name: &str) -> Option<String> {
+        self.another_for(&job.route, name, job.exclude.as_deref())
+            .then(|| name.to_owned())
+    }
+
     /// The parts a text split as `seg` is sent in on `route` (`payload` sends one).
     pub fn parts_on(&self, route: &str, seg: &crate::sms::Segments) -> u32 {
         match self.long_messages_of(route) {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Engine, status_of_stat};
-use crate::outbox::Job;
+use crate::outbox::{Job, Outbox};
 use crate::smpp::{AckBatch, DeliveryEvent, ESME_RX_T_APPN, ReceiptAck};
 use crate::store::{
     DeliveryStatus, MessageUpdate, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
@@ -346,6 +346,26 @@ impl Engine {
         } else {
             None
         };
+        // The re-send is queued in the step that records it, or not at all (a transactional
+        // outbox): with Redis the store's script writes its outbox entry; the memory outbox
+        // cannot be part of the store's step, so room is reserved first and the push after
+        // the step cannot fail.
+        let (in_store, room) = match (&resend_job, &self.tracker.outbox) {
+            (None, _) => (None, None),
+            (Some(job), Outbox::Redis(_)) => (Some(job), None),
+            (Some(_), Outbox::Memory(m)) => match m.reserve() {
+                Ok(room) => (None, Some(room)),
+                Err(e) => {
+                    tracing::debug!(message_id = %of.message_id, error = %e, "no room for the re-send; receipt parked");
+                    return vec![Step::Final {
+                        smsc,
+                        of,
+                        stat,
+                        ack,
+                    }];
+                }
+            },
+        };
         let part = PartReceipt {
             parts: of.parts,
             status,
@@ -358,12 +378,13 @@ impl Engine {
             .tracker
             .store
             .messages
-            .record_part(&of.message_id, &part)
+            .record_part(&of.message_id, &part, in_store)
             .await;
         self.mark(outcome.is_ok());
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
+                // Nothing was recorded (nor queued): the whole step goes again.
                 tracing::debug!(error = %e, "receipt not recorded; parked");
                 return vec![Step::Final {
                     smsc,
@@ -373,24 +394,23 @@ impl Engine {
                 }];
             }
         };
-        if let Some(ack) = ack {
-            ack.answer_into(0, acks);
-        }
         match outcome {
             PartOutcome::Pending => {}
             PartOutcome::Final(s) => {
                 metrics::counter!("otpgate_sms_total", "smsc" => smsc.to_string(), "status" => s.as_str()).increment(1);
             }
             PartOutcome::Resend => {
-                if let Some(job) = resend_job {
-                    metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_string())
-                        .increment(1);
-                    tracing::info!(smsc = %smsc, message_id = %of.message_id, "undeliverable code SMS sent again via another SMSC");
-                    if let Err(e) = self.tracker.outbox.push(job).await {
-                        tracing::warn!(message_id = %of.message_id, error = %e, "could not queue the re-send");
-                    }
+                if let (Some(room), Some(job)) = (room, resend_job) {
+                    room.push(job);
                 }
+                metrics::counter!("otpgate_sms_resent_total", "smsc" => smsc.to_string())
+                    .increment(1);
+                tracing::info!(smsc = %smsc, message_id = %of.message_id, "undeliverable code SMS sent again via another SMSC");
             }
+        }
+        // Kept (and the re-send queued): now the SMSC may forget it.
+        if let Some(ack) = ack {
+            ack.answer_into(0, acks);
         }
         Vec::new()
     }

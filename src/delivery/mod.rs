@@ -6,7 +6,8 @@
 //! whichever bind — or whichever instance sharing the Redis — receives it, and whether it arrives
 //! before or after the `submit_sm_resp` was processed. A code SMS that comes back
 //! `UNDELIV`/`REJECTD` while its code is alive goes once more, avoiding the SMSC that failed,
-//! when its route has another SMSC.
+//! when its route has another SMSC; the re-send is queued in the store step that records it
+//! (Redis: by the script; memory: into room reserved before), so it is never recorded and lost.
 //!
 //! Nothing is dropped on a store error (contract §6 "Receipts are kept before they are
 //! acknowledged"):
@@ -15,7 +16,8 @@
 //!   sends it again; while the store is known to be down, receipts are refused at once (one
 //!   probe per [`PROBE_EVERY`]) rather than each waiting for a timeout;
 //! - a submit result the store cannot take is parked and retried with backoff (100 ms doubling
-//!   to 5 s), in order, until it is taken or the daemon stops.
+//!   to 5 s), in order, until it is taken or the daemon stops; so is a final receipt whose
+//!   re-send could not be queued (nothing of it recorded, its receipt unanswered meanwhile).
 //!
 //! Events are applied by [`start`]'s workers, one per shard of bounded channel chosen by
 //! [`DeliveryEvent::shard_key`]: events with one key stay in order; a full shard (or a worker with

@@ -10,7 +10,7 @@
 //! | `o:{smsc-<name>}:<id>` | string | a receipt that came before its correlation, by canonical id | `correlate.lua`, `match_receipt.lua` |
 //! | `ri:{smsc-<name>}` | hash | the SMSC's learned receipt-id rule (`r`) and votes (`v:s`, `v:h`, `v:d`) | `correlate.lua`, `match_receipt.lua` |
 //! | `rp:{smsc-<name>}` | hash | receipts kept while the rule is unknown: receipt id → stat | `correlate.lua`, `match_receipt.lua` |
-//! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD`, `XREADGROUP`, `move_due.lua`, `touch.lua`, `claim.lua`, `reap.lua` (group `otpgate`) |
+//! | `ob:{ob}:<route>:<priority>` | stream | outbox entries of a route (`default` for `""`) and priority | `XADD` (also inside `create.lua`, `resend.lua`, `record_part.lua`), `XREADGROUP`, `move_due.lua`, `touch.lua`, `claim.lua`, `reap.lua` (group `otpgate`) |
 //! | `ev:<sha256(account)>` | list | an account's history, newest first (JSON events) | `events.lua` helper in the scripts that record events, `append_event.lua` |
 //! | `a:{tag}:act_…` | hash | an activation (no code, no numbers: keyed hashes) | `act_issue.lua`, `act_redeem.lua` |
 //! | `ai:{tag}:<hex>:<hex>` | string | the redeem index: key of the latest activation of (client, keyed hash of the application number) | `act_issue.lua` |

@@ -215,10 +215,13 @@ impl MessageStore for MemoryStore {
         )
     }
 
+    /// The memory store holds no outbox: `_job` is the caller's to push, into room it
+    /// reserved before this call (see [`MessageStore::record_part`]).
     fn record_part<'a>(
         &'a self,
         message_id: &'a str,
         part: &'a PartReceipt,
+        _job: Option<&'a crate::outbox::Job>,
     ) -> BoxFuture<'a, Result<PartOutcome, Error>> {
         ready(
             self.messages

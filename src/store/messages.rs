@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, Error};
+use crate::outbox::Job;
 
 /// Delivery status of an SMS (contract §3.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -383,10 +384,19 @@ pub trait MessageStore: Send + Sync {
     /// current send are, and otherwise final at its first part that is not; with `resend`, an
     /// undeliverable message goes back to `queued` once (and the answer is
     /// [`PartOutcome::Resend`]); a part of an earlier send changes nothing.
+    ///
+    /// `job` is the re-send's outbox job, for a store that holds the outbox (Redis): its entry
+    /// is written in the same atomic step as the change to [`PartOutcome::Resend`], and only
+    /// then (a transactional outbox, like [`VerificationStore::create`]'s), so a re-send is
+    /// never recorded without being queued. `None` with the memory outbox, which the caller
+    /// reserved room in before the call and pushes the job into after.
+    ///
+    /// [`VerificationStore::create`]: crate::store::VerificationStore::create
     fn record_part<'a>(
         &'a self,
         message_id: &'a str,
         part: &'a PartReceipt,
+        job: Option<&'a Job>,
     ) -> BoxFuture<'a, Result<PartOutcome, Error>>;
 }
 

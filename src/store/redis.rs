@@ -244,8 +244,9 @@ impl MessageStore for RedisStore {
         &'a self,
         message_id: &'a str,
         part: &'a PartReceipt,
+        job: Option<&'a crate::outbox::Job>,
     ) -> BoxFuture<'a, Result<PartOutcome, Error>> {
-        Box::pin(self.apply_part(message_id, part))
+        Box::pin(self.apply_part(message_id, part, job))
     }
 }
 

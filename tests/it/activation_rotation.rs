@@ -7,7 +7,7 @@ use otpgate::purpose::Purpose;
 use serde_json::json;
 
 use super::totp::oathtool;
-use crate::util::{Backend, TOKEN_A, TestDaemon, next_message, start_sim};
+use crate::util::{Backend, TOKEN_A, TestDaemon, next_message, start_sim, test_prefix};
 
 const K1: [u8; 32] = [0x11; 32];
 const K2: [u8; 32] = [0x22; 32];
@@ -32,7 +32,7 @@ async fn daemon(prefix: &str, current: [u8; 32], retired: &[[u8; 32]]) -> TestDa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_and_totp_survive_a_rotation_while_the_old_key_is_retired() {
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let d = daemon(&prefix, K1, &[]).await;
     let mut rx = d.sim.subscribe();
     let (s, v, _) = d

@@ -407,7 +407,7 @@ async fn memory_store_passes_the_table() {
 #[tokio::test]
 async fn redis_store_passes_the_table() {
     require_redis().await;
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let store = otpgate::store::redis::RedisStore::connect(&redis_url(), &[], &prefix)
         .await
         .expect("redis store");
@@ -628,7 +628,7 @@ async fn memory_store_passes_the_request_table() {
 #[tokio::test]
 async fn redis_store_passes_the_request_table() {
     require_redis().await;
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let store = otpgate::store::redis::RedisStore::connect(&redis_url(), &[], &prefix)
         .await
         .expect("redis store");

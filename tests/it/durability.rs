@@ -136,7 +136,7 @@ async fn sigkill_mid_burst_and_a_fresh_daemon_finishes_the_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_one_redis_without_duplicates() {
     let sim = start_sim().await;
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let p1 = prefix.clone();
     let a = TestDaemon::start_with(Backend::Redis, sim.clone(), "", move |c| {
         c.store.key_prefix = p1

@@ -28,7 +28,7 @@ impl Engine {
             Engine::Memory(MemoryLimits::new(guard)),
             Engine::Redis {
                 conn,
-                prefix: format!("otpgate-test:{}:", otpgate::ids::random_tag()),
+                prefix: test_prefix(),
                 guard,
                 script: otpgate::limits::redis::apply_script(),
             },

@@ -363,7 +363,7 @@ both_stores! {
 /// Two daemons on one Redis (one key prefix) hold `per_phone` together under concurrent load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_hold_per_phone_together() {
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let shared = |c: &mut Config| {
         loose(c);
         c.limits.per_phone = vec![rate("5/1h")];

@@ -25,6 +25,7 @@ mod outbox_tx;
 mod phone_changes;
 mod phones;
 mod receipts;
+mod resend;
 mod resilience;
 mod rotation;
 mod shutdown;

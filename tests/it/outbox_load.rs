@@ -144,7 +144,7 @@ async fn two_daemons_with_a_throttling_smsc_send_every_message_exactly_once() {
     require_redis().await;
     let sim = start_sim().await;
     sim.update(|b| b.throttle_percent = 30);
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let p1 = prefix.clone();
     let a = TestDaemon::start_with(Backend::Redis, sim.clone(), "", move |c| {
         c.store.key_prefix = p1

@@ -103,7 +103,7 @@ both_stores! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_daemon_with_a_rotated_key_checks_the_code_sent_before() {
     let sim = start_sim().await;
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let (p1, p2) = (prefix.clone(), prefix.clone());
     let first = TestDaemon::start_with(Backend::Redis, sim.clone(), "", move |c| {
         c.store.key_prefix = p1;

@@ -229,7 +229,10 @@ impl<'a> Session<'a> {
         let now_ms = self.ctx.clock.now_ms();
         for mut job in self.window.drain() {
             job.not_before_ms = now_ms;
-            job.avoid = Some(self.ctx.status.name.to_string());
+            job.avoid = self
+                .ctx
+                .routing
+                .avoid_after_failure(&job, &self.ctx.status.name);
             self.consumer.release(job);
         }
     }

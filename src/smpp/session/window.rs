@@ -392,7 +392,10 @@ impl<'a> Window<'a> {
             job.attempts += 1;
             let delay = backoff(job.attempts);
             job.not_before_ms = self.ctx.clock.now_ms() + delay.as_millis() as i64;
-            job.avoid = Some(self.ctx.status.name.to_string());
+            job.avoid = self
+                .ctx
+                .routing
+                .avoid_after_failure(&job, &self.ctx.status.name);
             self.settle.push((job, Settle::Release));
         } else {
             let tries = self.inflight.get(&p.key).map_or(1, |f| f.tries + 1);

@@ -1,11 +1,14 @@
 //! Message status changes and receipt correlation in Redis, one round trip each:
 //! `lua/record_submitted.lua` (status `submitted` and the correlations; with a cluster
 //! `lua/update_message.lua` then `lua/correlate.lua`), `lua/match_receipt.lua` (every key in the
-//! SMSC's slot, `{smsc-<name>}`), `lua/record_part.lua`. Mirrors `memory/receipts.rs`.
+//! SMSC's slot, `{smsc-<name>}`), `lua/record_part.lua` (with the re-send's outbox entry when
+//! the part sends the message once more). Mirrors `memory/receipts.rs`.
 
 use redis::Script;
 
 use super::{Conn, RedisStore};
+use crate::outbox::Job;
+use crate::outbox::redis::entry_fields;
 use crate::store::{
     CORRELATION_TTL_MS, Correlated, DeliveryStatus, Error, LEARN_VOTES, Learned, MessageUpdate,
     ORPHAN_RECEIPT_TTL_MS, PartOutcome, PartReceipt, ReceiptIds, ReceiptMatch, ReceiptOf,
@@ -151,22 +154,49 @@ impl RedisStore {
         }
     }
 
+    /// `lua/record_part.lua`; with `job`, the re-send's outbox entry is written by the same
+    /// script when the part sends the message once more (a transactional outbox).
     pub(super) async fn apply_part(
         &self,
         message_id: &str,
         part: &PartReceipt,
+        job: Option<&Job>,
     ) -> Result<PartOutcome, Error> {
         let Some(key) = self.keys.message(message_id) else {
             return Ok(PartOutcome::Pending);
         };
+        let entry = match job {
+            Some(job) => Some(entry_fields(job).map_err(|_| Error::Corrupt {
+                key: job.message_id.clone(),
+                reason: "job not encodable",
+            })?),
+            None => None,
+        };
         let mut inv = self.scripts.record_part.prepare_invoke();
-        inv.key(&key)
-            .arg(part.parts)
+        inv.key(&key);
+        match job {
+            Some(job) => inv.key(self.keys.outbox_stream(&job.route, job.priority)),
+            // A key the script leaves alone: there is no entry to write.
+            None => inv.key(&key),
+        };
+        inv.arg(part.parts)
             .arg(part.status.as_str())
             .arg(part.error.clone().unwrap_or_default())
             .arg(if part.resend { 1 } else { 0 })
             .arg(part.at_ms)
             .arg(part.send);
+        match entry {
+            Some(fields) => {
+                for (f, v) in fields {
+                    inv.arg(f).arg(v);
+                }
+            }
+            None => {
+                for _ in 0..6 {
+                    inv.arg("");
+                }
+            }
+        }
         let word: String = self.run(&mut inv).await?;
         Ok(match word.as_str() {
             "final" => PartOutcome::Final(part.status),
