@@ -28,7 +28,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let config = Config::from_toml(
         &config_toml(Backend::Redis, "127.0.0.1:9", ""),
         std::path::Path::new("t.toml"),
