@@ -25,10 +25,6 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::net::TcpListener;
 
-/// The daemon's allocator (src/main.rs), so the figures are the daemon's.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const TOKEN: &str = "bench-token";
 
 fn machine() -> String {

@@ -8,12 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
-/// mimalloc rather than the system allocator: the daemon allocates many small, short-lived
-/// buffers per request (HTTP, Redis replies, SMPP PDUs); glibc malloc took about a fifth of
-/// the daemon's CPU in a profile of the Redis benchmark.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "otpgate",

@@ -73,10 +73,14 @@ impl Routing {
         self.route(phone).unwrap_or_default()
     }
 
-    /// Whether an SMSC other than `name` that takes `route` is bound.
-    pub fn other_bound(&self, route: &str, name: &str) -> bool {
+    /// Whether an SMSC other than `name` (and other than `exclude`, which may never take the
+    /// job) that takes `route` is bound: only then may `name` leave a job it should avoid.
+    pub fn other_bound(&self, route: &str, name: &str, exclude: Option<&str>) -> bool {
         self.smscs.iter().any(|s| {
-            &*s.status.name != name && s.status.is_bound() && s.routes.iter().any(|x| x == route)
+            &*s.status.name != name
+                && Some(&*s.status.name) != exclude
+                && s.status.is_bound()
+                && s.routes.iter().any(|x| x == route)
         })
     }
 

@@ -150,7 +150,8 @@ impl MemoryOutbox {
                         continue;
                     }
                     if job.exclude.as_deref() == Some(smsc)
-                        || (job.avoid.as_deref() == Some(smsc) && routing.other_bound(route, smsc))
+                        || (job.avoid.as_deref() == Some(smsc)
+                            && routing.other_bound(route, smsc, job.exclude.as_deref()))
                     {
                         continue;
                     }

@@ -227,11 +227,15 @@ impl RedisOutbox {
     /// Waits until every ack and release was written (at most `limit`).
     pub async fn flush(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        while self.pending_writes.load(Ordering::SeqCst) > 0 {
-            if tokio::time::timeout_at(deadline, self.writer_idle.notified())
-                .await
-                .is_err()
-            {
+        loop {
+            // Registered before the count is read: a wake-up in between is not missed.
+            let idle = self.writer_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.pending_writes.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 tracing::warn!(
                     "outbox: acknowledgements still unwritten at shutdown; those messages may be sent again"
                 );
@@ -344,6 +348,7 @@ impl RedisOutbox {
             ready: Notify::new(),
             room: Notify::new(),
             stop: CancellationToken::new(),
+            heart: CancellationToken::new(),
             budget: window.max(1),
         });
         let reader = Arc::new(reader::Reader {
@@ -354,7 +359,8 @@ impl RedisOutbox {
             routing,
             slot: slot.clone(),
         });
-        // Both restarted with a fresh state when they panic; both end when the consumer closes.
+        // Both restarted with a fresh state when they panic; the reader ends when the consumer
+        // closes, the heartbeat when it is dropped.
         let r = reader.clone();
         supervise::spawn(
             "outbox_reader",
@@ -365,7 +371,7 @@ impl RedisOutbox {
         supervise::spawn(
             "outbox_heartbeat",
             smsc.to_owned(),
-            slot.stop.clone(),
+            slot.heart.clone(),
             move || reader::run_heartbeat(reader.clone()),
         );
         Consumer {
@@ -424,7 +430,11 @@ struct Slot {
     ready: Notify,
     /// The session took a job: room to read more.
     room: Notify,
+    /// Stops the reader (the consumer takes no more work).
     stop: CancellationToken,
+    /// Stops the heartbeat: only when the consumer is dropped, so what it still holds (its
+    /// session's window while it drains at shutdown) stays touched, never claimed by others.
+    heart: CancellationToken,
     /// How many jobs may wait in the buffer.
     budget: usize,
 }
@@ -567,5 +577,6 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.close();
+        self.slot.heart.cancel();
     }
 }

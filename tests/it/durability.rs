@@ -154,8 +154,14 @@ async fn two_daemons_share_one_redis_without_duplicates() {
     assert_eq!(na + nb, N);
     let seen = arrivals(&sim, 0..N).await;
     assert_eq!(duplicates(&seen), 0, "no message sent twice");
-    // A late duplicate would come from a takeover by a heartbeat: watch one heartbeat more.
-    tokio::time::sleep(otpgate::outbox::redis::HEARTBEAT + Duration::from_secs(1)).await;
+    // A late duplicate would come from a takeover, which needs an entry idle for CLAIM_IDLE,
+    // then a heartbeat: watch that long.
+    tokio::time::sleep(
+        otpgate::outbox::redis::CLAIM_IDLE
+            + otpgate::outbox::redis::HEARTBEAT
+            + Duration::from_secs(1),
+    )
+    .await;
     let seen = arrivals(&sim, 0..N).await;
     assert_eq!(duplicates(&seen), 0, "no message sent twice, also late");
     // Both took part in sending.

@@ -58,7 +58,7 @@ fn sent_twice(seen: &HashMap<String, usize>) -> Vec<(&String, &usize)> {
 async fn redis_stop_takes_nothing_new_and_leaves_the_queue_for_the_next_instance() {
     require_redis().await;
     let sim = start_sim().await;
-    let prefix = format!("otpgate-test:{}:", otpgate::ids::random_tag());
+    let prefix = test_prefix();
     let p1 = prefix.clone();
     let a = TestDaemon::start_with(Backend::Redis, sim.clone(), "throughput = 50\n", move |c| {
         c.store.key_prefix = p1;
@@ -136,8 +136,14 @@ async fn redis_stop_takes_nothing_new_and_leaves_the_queue_for_the_next_instance
         assert!(Instant::now() < deadline, "{missing} messages never sent");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A late duplicate would come with a heartbeat's takeover.
-    tokio::time::sleep(otpgate::outbox::redis::HEARTBEAT + Duration::from_secs(1)).await;
+    // A late duplicate would come with a takeover: an entry idle for CLAIM_IDLE, then a
+    // heartbeat.
+    tokio::time::sleep(
+        otpgate::outbox::redis::CLAIM_IDLE
+            + otpgate::outbox::redis::HEARTBEAT
+            + Duration::from_secs(1),
+    )
+    .await;
     let all = seen(&sim);
     assert!(sent_twice(&all).is_empty(), "{:?}", sent_twice(&all));
     b.stop().await;

@@ -401,7 +401,8 @@ fn buffer(
     for (e, mut job, raw_j) in jobs {
         let refuse = job.exclude.as_deref() == Some(r.smsc.as_str())
             || (job.avoid.as_deref() == Some(r.smsc.as_str())
-                && r.routing.other_bound(&job.route, &r.smsc));
+                && r.routing
+                    .other_bound(&job.route, &r.smsc, job.exclude.as_deref()));
         let mut st = r.slot.lock();
         if st.held.contains_key(&e) {
             continue;
@@ -442,11 +443,14 @@ fn buffer(
 
 /// The heartbeat: its own timer, on the shared connection (nothing here blocks).
 pub(super) async fn run_heartbeat(r: Arc<Reader>) {
-    let stop = r.slot.stop.clone();
+    let stop = r.slot.heart.clone();
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursors: Vec<String> = vec!["-".to_owned(); r.streams.len()];
     let mut beats: u32 = 0;
+    // After Redis failed us, no takeover until it answered for CLAIM_IDLE: every owner (in
+    // every instance) gets to touch what it holds first — an outage makes everything idle.
+    let mut failed_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -454,23 +458,33 @@ pub(super) async fn run_heartbeat(r: Arc<Reader>) {
         }
         beats = beats.wrapping_add(1);
         let reap = beats % REAP_EVERY == 1;
+        let may_claim = failed_at.is_none_or(|t| t.elapsed() >= CLAIM_IDLE);
         let result = tokio::select! {
-            res = heartbeat(&r, &mut cursors, reap) => res,
+            res = heartbeat(&r, &mut cursors, reap, may_claim) => res,
             _ = stop.cancelled() => return,
         };
         if let Err(e) = result {
+            failed_at = Some(tokio::time::Instant::now());
             tracing::warn!(error = %e, "outbox: heartbeat failed");
         }
     }
 }
 
-async fn heartbeat(r: &Reader, cursors: &mut [String], reap: bool) -> redis::RedisResult<()> {
+async fn heartbeat(
+    r: &Reader,
+    cursors: &mut [String],
+    reap: bool,
+    may_claim: bool,
+) -> redis::RedisResult<()> {
     let outbox = &r.outbox;
     let mut c = outbox.conn.clone();
     touch(r, &mut c).await?;
     move_due(outbox, &mut c).await?;
     let kinds = JOB_KINDS.join(",");
     for (s, cursor) in r.streams.iter().zip(cursors.iter_mut()) {
+        if !may_claim || r.slot.lock().closed {
+            break;
+        }
         let room = r.slot.budget.saturating_sub(r.slot.lock().buffered());
         if room == 0 {
             break;

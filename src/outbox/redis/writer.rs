@@ -186,22 +186,35 @@ async fn apply(
             } => invocations.push(release_invocation(ctx, release, entry, job, raw, consumer)),
         }
     }
+    // Each command answers on its own: one refused (a full Redis refusing a release's XADD,
+    // a key of the wrong type) is reported and given up — its entry stays pending, to be
+    // recovered after CLAIM_IDLE — instead of holding back every write after it. Only a
+    // failure of the whole pipeline (the connection) is retried.
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for (stream, ids) in &acks {
         // Deleted first: an entry left pending without its content (a cut between the two) is
         // cleaned up by the next claim; one acknowledged but not deleted would stay for ever.
-        pipe.cmd("XDEL").arg(stream).arg(ids).ignore();
-        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(ids).ignore();
+        pipe.cmd("XDEL").arg(stream).arg(ids);
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(ids);
     }
     if !invocations.is_empty() {
         // Cheap when the script is cached; a pipeline cannot load it on NOSCRIPT.
-        pipe.load_script(release).ignore();
+        pipe.load_script(release);
         for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
+            pipe.invoke_script(inv);
         }
     }
     let mut c = ctx.conn.clone();
-    pipe.query_async(&mut c).await
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut c).await?;
+    let mut refused = replies.iter().filter_map(|r| r.as_ref().err());
+    if let Some(first) = refused.next() {
+        let n = 1 + refused.count();
+        metrics::counter!("otpgate_outbox_write_errors_total").increment(n as u64);
+        tracing::error!(error = %first, commands = n,
+            "outbox: Redis refused writes; their entries stay pending and are recovered later");
+    }
+    Ok(())
 }
 
 fn release_invocation<'a>(
