@@ -248,12 +248,8 @@ impl RedisOutbox {
     /// and delete it. Acknowledged whoever holds it now: it was submitted (or settled for
     /// good), so a consumer that took it over must not send it again.
     pub fn settled(&self, entry: &str) {
-        let Some((stream, id)) = entry.split_once('\n') else {
+        let Some(e) = EntryRef::parse(entry) else {
             return;
-        };
-        let e = EntryRef {
-            stream: stream.to_owned(),
-            id: id.to_owned(),
         };
         // Settling before it stops being handed: a recovery read in between skips it either way.
         self.write(WriteOp::Ack(e.clone()));
@@ -467,11 +463,7 @@ impl Slot {
 }
 
 fn entry_of(job: &Job) -> Option<EntryRef> {
-    let (stream, id) = job.receipt.as_deref()?.split_once('\n')?;
-    Some(EntryRef {
-        stream: stream.to_owned(),
-        id: id.to_owned(),
-    })
+    EntryRef::parse(job.receipt.as_deref()?)
 }
 
 /// One bind's view of the durable outbox.

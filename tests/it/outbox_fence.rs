@@ -13,7 +13,7 @@ use std::time::Duration;
 use otpgate::clock::Clock;
 use otpgate::config::Config;
 use otpgate::outbox::redis::RedisOutbox;
-use otpgate::outbox::{Body, Job, Outbox, Priority, Routing};
+use otpgate::outbox::{Body, Consumer, Job, Outbox, Priority, Routing};
 use otpgate::phone::Phone;
 use otpgate::store::keys::Keys;
 
@@ -53,6 +53,21 @@ async fn fixture() -> Fixture {
         stream,
         conn,
     }
+}
+
+impl Fixture {
+    /// The consumer of bind `bind` of SMSC "sim", on the default route.
+    fn consumer(&self, bind: u32) -> Consumer {
+        self.outbox
+            .consumer(&[String::new()], "sim", bind, self.routing.clone(), 4)
+    }
+}
+
+/// The next job of `c`; fails (saying `what`) when none comes within 5 s.
+async fn next_job(c: &mut Consumer, what: &str) -> Job {
+    tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .expect(what)
 }
 
 fn job(text: &str) -> Job {
@@ -111,12 +126,8 @@ async fn make_idle(f: &mut Fixture, consumer: &str, id: &str, idle_ms: u64) {
 async fn a_release_of_an_entry_taken_over_queues_nothing() {
     let mut f = fixture().await;
     f.outbox.push(job("taken over")).await.unwrap();
-    let mut a = f
-        .outbox
-        .consumer(&[String::new()], "sim", 0, f.routing.clone(), 4);
-    let got = tokio::time::timeout(Duration::from_secs(5), a.next())
-        .await
-        .expect("a job");
+    let mut a = f.consumer(0);
+    let got = next_job(&mut a, "a job").await;
     let p = pending(&mut f).await;
     assert_eq!(p.len(), 1, "read, pending to the consumer: {p:?}");
     let id = p[0].0.clone();
@@ -135,14 +146,10 @@ async fn a_release_of_an_entry_taken_over_queues_nothing() {
     );
     // A release by the owner does go back (control).
     f.outbox.push(job("released")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), a.next())
-        .await
-        .expect("a job");
+    let got = next_job(&mut a, "a job").await;
     a.release(got);
     f.outbox.flush(Duration::from_secs(5)).await;
-    let again = tokio::time::timeout(Duration::from_secs(5), a.next())
-        .await
-        .expect("the released job comes back");
+    let again = next_job(&mut a, "the released job comes back").await;
     assert_eq!(
         again.body,
         Body::Text {
@@ -155,12 +162,8 @@ async fn a_release_of_an_entry_taken_over_queues_nothing() {
 async fn a_settled_entry_stays_pending_and_touched_until_its_outcome_is_recorded() {
     let mut f = fixture().await;
     f.outbox.push(job("settled")).await.unwrap();
-    let mut a = f
-        .outbox
-        .consumer(&[String::new()], "sim", 0, f.routing.clone(), 4);
-    let got = tokio::time::timeout(Duration::from_secs(5), a.next())
-        .await
-        .expect("a job");
+    let mut a = f.consumer(0);
+    let got = next_job(&mut a, "a job").await;
     a.handed(&got);
     f.outbox.flush(Duration::from_secs(5)).await;
     let p = pending(&mut f).await;
@@ -210,20 +213,14 @@ async fn taken_over_with_status(status: &str) -> Option<Job> {
         .await
         .unwrap();
     f.outbox.push(j).await.unwrap();
-    let mut a = f
-        .outbox
-        .consumer(&[String::new()], "sim", 0, f.routing.clone(), 4);
-    let _got = tokio::time::timeout(Duration::from_secs(5), a.next())
-        .await
-        .expect("a job");
+    let mut a = f.consumer(0);
+    let _got = next_job(&mut a, "a job").await;
     let p = pending(&mut f).await;
     let (id, owner) = (p[0].0.clone(), p[0].1.clone());
     // The consumer goes silent (its process stalled) holding the message.
     drop(a);
     make_idle(&mut f, &owner, &id, 60_000).await;
-    let mut b = f
-        .outbox
-        .consumer(&[String::new()], "sim", 1, f.routing.clone(), 4);
+    let mut b = f.consumer(1);
     // B's heartbeat (every 3 s) claims it; within two beats it was handed out or settled.
     let got = tokio::time::timeout(Duration::from_secs(8), b.next())
         .await

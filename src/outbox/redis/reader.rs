@@ -482,11 +482,15 @@ async fn heartbeat(
     move_due(outbox, &mut c).await?;
     let kinds = JOB_KINDS.join(",");
     for (s, cursor) in r.streams.iter().zip(cursors.iter_mut()) {
-        if !may_claim || r.slot.lock().closed {
-            break;
-        }
-        let room = r.slot.budget.saturating_sub(r.slot.lock().buffered());
-        if room == 0 {
+        let room = {
+            let st = r.slot.lock();
+            if st.closed {
+                0
+            } else {
+                r.slot.budget.saturating_sub(st.buffered())
+            }
+        };
+        if !may_claim || room == 0 {
             break;
         }
         let claimed_at = std::time::Instant::now();

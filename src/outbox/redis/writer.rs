@@ -24,6 +24,18 @@ pub(super) struct EntryRef {
     pub(super) id: String,
 }
 
+impl EntryRef {
+    /// From the form a job carries in `Job::receipt` and an event in `outbox_entry`:
+    /// "stream\nid".
+    pub(super) fn parse(entry: &str) -> Option<EntryRef> {
+        let (stream, id) = entry.split_once('\n')?;
+        Some(EntryRef {
+            stream: stream.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
 pub(super) enum WriteOp {
     /// Settled: acknowledge and delete.
     Ack(EntryRef),
